@@ -76,13 +76,23 @@ class UserError(Exception):
     """Bad input from the user (a file, a flag, the machine): shown as one line, no traceback."""
 
 
+def one_line(error: BaseException) -> str:
+    """The message of `error`; for one re-raised by a DataLoader worker (whose message carries
+    the worker's traceback), the original message alone."""
+    text = str(error).strip()
+    if "Original Traceback" in text:
+        last = text.splitlines()[-1]
+        text = last.split(": ", 1)[1] if ": " in last else last
+    return text
+
+
 @contextlib.contextmanager
 def cli_errors() -> Iterator[None]:
     """Turn expected failures into `SystemExit("error: ...")`: one line on stderr, exit code 1."""
     try:
         yield
     except UserError as e:
-        raise SystemExit(f"error: {e}") from None
+        raise SystemExit(f"error: {one_line(e)}") from None
     except (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError) as e:
         name = f": {e.filename}" if getattr(e, "filename", None) else ""
         raise SystemExit(f"error: {e.strerror or e}{name}") from None
@@ -797,3 +807,39 @@ def format_metrics_line(metrics: dict[str, dict[str, float]]) -> str:
             parts.append(f"{label} {metrics[key]['AP']:.3f}")
     return " | ".join(parts)
 
+
+
+def fold_batchnorm(model: torch.nn.Module) -> int:
+    """For inference only: fold every eval-mode BatchNorm2d / FrozenBatchNorm2d into the
+    convolution that feeds it (in nn.Sequential stacks, torchvision's ResNet blocks and its
+    backbone stem), replacing it by nn.Identity. Same outputs up to float rounding, one pass over the
+    feature maps fewer per layer (benchmark.py: ~1.1x on a CPU). Returns how many were folded."""
+    from torchvision.models._utils import IntermediateLayerGetter
+    from torchvision.models.resnet import BasicBlock, Bottleneck
+    from torchvision.ops import FrozenBatchNorm2d
+
+    folded = 0
+    for parent in list(model.modules()):
+        if isinstance(parent, (torch.nn.Sequential, IntermediateLayerGetter)):  # children run in order
+            names = list(dict(parent.named_children()))
+            pairs = list(zip(names, names[1:]))
+        elif isinstance(parent, (BasicBlock, Bottleneck)):
+            pairs = [(f"conv{i}", f"bn{i}") for i in (1, 2, 3) if hasattr(parent, f"bn{i}")]
+        else:
+            continue
+        for conv_name, bn_name in pairs:
+            conv, bn = getattr(parent, conv_name), getattr(parent, bn_name)
+            trained_bn = isinstance(bn, torch.nn.BatchNorm2d) and not bn.training and bn.track_running_stats
+            if not isinstance(conv, torch.nn.Conv2d) or not (trained_bn or isinstance(bn, FrozenBatchNorm2d)) \
+                    or bn.weight is None or bn.running_var.numel() != conv.out_channels:
+                continue
+            with torch.no_grad():
+                scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+                bias = bn.bias - bn.running_mean * scale
+                if conv.bias is not None:
+                    bias = bias + conv.bias * scale
+                conv.weight = torch.nn.Parameter(conv.weight * scale.reshape(-1, 1, 1, 1), requires_grad=False)
+                conv.bias = torch.nn.Parameter(bias, requires_grad=False)
+            setattr(parent, bn_name, torch.nn.Identity())
+            folded += 1
+    return folded

@@ -54,3 +54,37 @@ def _few_threads():
 
     torch.set_num_threads(min(2, os.cpu_count() or 1))
     yield
+
+
+@pytest.fixture(scope="session")
+def xvfb_display():
+    """A virtual X display (Xvfb) for real OpenCV windows; skips without Xvfb, fails in CI.
+
+    `.ci/run` installs Debian's xvfb, so CI always runs the real-window tests.
+    """
+    import shutil
+    import subprocess
+    import time
+
+    if not shutil.which("Xvfb"):
+        message = "Xvfb not installed (Debian package xvfb)"
+        if _in_ci():
+            pytest.fail(message + " (required under CI=true; .ci/run installs it)")
+        pytest.skip(message)
+    for number in range(90, 120):
+        if Path(f"/tmp/.X11-unix/X{number}").exists() or Path(f"/tmp/.X{number}-lock").exists():
+            continue
+        server = subprocess.Popen(["Xvfb", f":{number}", "-screen", "0", "1280x720x24", "-nolisten", "tcp"],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for _ in range(50):
+            if Path(f"/tmp/.X11-unix/X{number}").exists():
+                break
+            time.sleep(0.1)
+        if server.poll() is None:
+            try:
+                yield f":{number}"
+            finally:
+                server.terminate()
+                server.wait(timeout=10)
+            return
+    pytest.fail("could not start Xvfb on displays :90-:119")

@@ -220,12 +220,19 @@ def test_draw_poses_draws_only_what_passes_the_thresholds():
     assert not low.any()  # the person is below score_thresh
 
 
-def test_left_right_and_centre_limbs_have_distinct_colours():
-    colours = {utils.LEFT_COLOR, utils.RIGHT_COLOR, utils.CENTER_COLOR}
-    assert len(colours) == 3
-    names = utils.COCO_KEYPOINT_NAMES
-    for (a, b), colour in zip(utils.COCO_SKELETON, utils.LIMB_COLORS):
-        if names[a].startswith("left_") and names[b].startswith("left_"):
-            assert colour == utils.LEFT_COLOR
-        if names[a].startswith("right_") and names[b].startswith("right_"):
-            assert colour == utils.RIGHT_COLOR
+def test_errors_from_dataloader_workers_keep_only_their_message(tmp_path):
+    from torch.utils.data import DataLoader
+
+    from dataset import DatasetError
+
+    class Broken(torch.utils.data.Dataset):
+        def __len__(self):
+            return 1
+
+        def __getitem__(self, index):
+            raise DatasetError(f"cannot decode image {tmp_path}/x.jpg: truncated")
+
+    with pytest.raises(SystemExit) as e:
+        with utils.cli_errors():
+            next(iter(DataLoader(Broken(), num_workers=1)))
+    assert e.value.code == f"error: cannot decode image {tmp_path}/x.jpg: truncated"

@@ -1,0 +1,232 @@
+"""Evaluate a Keypoint R-CNN on COCO val2017 (or any COCO-format set) with pycocotools.
+
+Prints COCOeval's standard tables for `bbox` (12 lines) and `keypoints` (10 lines), writes the
+detections in the COCO results format and the metrics as JSON. The numbers are exactly the
+ones pycocotools computes for the same detections: `--results FILE` re-evaluates a saved
+results file (ours or anyone's) without a model and gives the same tables.
+
+Usage:
+    python test.py                                    # newest e*_b*_lr*_m*.pth here, else torchvision's COCO weights
+    python test.py --weights e42_b8_lr0.02_m0.9.pth   # our checkpoint or a raw torchvision state_dict
+    python test.py --weights coco --data-root /data/coco --batch-size 4 --amp
+    python test.py --ann-file my/annotations.json --images my/images --weights best.pth
+    python test.py --limit 100                        # only the first 100 images (sorted by id)
+    python test.py --results runs/test/results.json   # evaluate a results file, no model
+    torchrun --nproc_per_node=4 test.py --weights e42_b8_lr0.02_m0.9.pth
+
+Outputs (rank 0 only under torchrun): runs/test/results.json and runs/test/metrics.json by
+default; metrics.json holds {"bbox": {"AP", "AP50", ..., "ARl"}, "keypoints": {"AP", ..., "ARl"}}
+with COCOeval's `stats` in order (-1 where COCOeval has no data, e.g. no labelled keypoints).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+from torch.utils.data import Subset
+
+import utils
+from dataset import CocoKeypoints, coco_paths, load_coco
+
+DEFAULT_RESULTS = "runs/test/results.json"
+DEFAULT_METRICS = "runs/test/metrics.json"
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="COCO bbox and keypoint evaluation (pycocotools COCOeval) of a Keypoint R-CNN.",
+        epilog="Exit status: 0 when the tables were printed (also for an empty results file: every "
+               "metric is then 0, as COCOeval defines it), 1 with a one-line error otherwise.")
+    data = parser.add_argument_group("data")
+    data.add_argument("--data-root", default="coco",
+                      help="COCO layout root; evaluates val2017/ with annotations/person_keypoints_val2017.json "
+                           "(default: coco)")
+    data.add_argument("--ann-file", type=Path, default=None,
+                      help="a COCO-format annotation file (default: the one under --data-root)")
+    data.add_argument("--images", type=Path, default=None,
+                      help="the folder of the images --ann-file lists (default: val2017/ under --data-root)")
+    data.add_argument("--limit", type=int, default=None, metavar="N",
+                      help="evaluate only the first N images (in image-id order)")
+
+    model = parser.add_argument_group("model")
+    model.add_argument("--weights", default=None,
+                       help="our checkpoint, a raw torchvision state_dict (.pth), or 'coco' for torchvision's "
+                            "COCO weights (default: the newest e*_b*_lr*_m*.pth in the current folder, else 'coco')")
+    model.add_argument("--backbone", choices=utils.BACKBONES, default=None,
+                       help="override the backbone (default: as recorded in the checkpoint, or guessed from it)")
+    model.add_argument("--min-size", type=int, default=None,
+                       help="shorter image side at test time (default: the checkpoint's largest training size, else 800)")
+    model.add_argument("--max-size", type=int, default=None,
+                       help=f"longer image side cap (default: the checkpoint's, else {utils.DEFAULT_MAX_SIZE})")
+
+    run = parser.add_argument_group("inference")
+    run.add_argument("--batch-size", type=int, default=1,
+                     help="images per forward pass and per GPU; larger is faster on a GPU, but a batch is padded "
+                          "to its largest image, which can move the last digit; 1 (default) matches torchvision's reference")
+    run.add_argument("--workers", "-j", type=int, default=2, help="data-loading processes (default: 2)")
+    run.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N; under torchrun each rank uses its own GPU")
+    run.add_argument("--amp", action="store_true", help="mixed precision on CUDA (ignored on the CPU)")
+
+    io = parser.add_argument_group("results files")
+    io.add_argument("--results", type=Path, default=None, metavar="FILE",
+                    help="evaluate this COCO results file (a JSON list of detections) instead of running a model")
+    io.add_argument("--save-results", default=DEFAULT_RESULTS, metavar="FILE",
+                    help=f"write the detections here in the COCO results format (default: {DEFAULT_RESULTS}; "
+                         "'' to skip; model runs only)")
+    io.add_argument("--save-metrics", default=DEFAULT_METRICS, metavar="FILE",
+                    help=f"write the metrics here as JSON (default: {DEFAULT_METRICS}; '' to skip)")
+    args = parser.parse_args(argv)
+    for name in ("limit", "batch_size", "min_size", "max_size"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+    if args.workers < 0:
+        parser.error(f"--workers must be 0 or more, got {args.workers}")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, dict[str, float]]:
+    """Run the evaluation; returns the metrics ({} on ranks other than 0 under torchrun)."""
+    args = parse_args(argv)
+    with utils.cli_errors():
+        return run(args)
+
+
+def run(args: argparse.Namespace) -> dict[str, dict[str, float]]:
+    default_images, default_ann = coco_paths(args.data_root, "val")
+    ann_file = args.ann_file or default_ann
+    image_dir = args.images or default_images
+    if args.results is not None:
+        if int(os.environ.get("RANK", 0)) != 0:
+            return {}  # no model to share out: under torchrun, rank 0 does it all
+        return evaluate_results_file(args.results, ann_file, args.limit, args.save_metrics)
+
+    info, device = utils.init_distributed(args.device)
+    try:
+        dataset = CocoKeypoints(image_dir, ann_file, train=False)
+        if args.limit:
+            dataset = Subset(dataset, range(min(args.limit, len(dataset))))
+        weights = utils.resolve_weights(args.weights)
+        if info.is_main:
+            how = ("" if args.weights else "  (no e*_b*_lr*_m*.pth in the current folder)" if weights == "coco"
+                   else "  (the newest e*_b*_lr*_m*.pth in the current folder)")
+            print(f"weights: {utils.describe_weights(weights)}{how}")
+        model, config = utils.load_model(weights, args.backbone, args.min_size, args.max_size)
+        model.to(device)
+        if info.is_main:
+            amp_note = " (--amp ignored: CUDA only)" if args.amp and device.type != "cuda" else ""
+            print(f"model: {config['backbone']}, images resized to {config['min_size'][0]} "
+                  f"(max {config['max_size']}); device {device}{amp_note}"
+                  + (f", {info.world_size} processes" if info.distributed else ""))
+            print(f"data: {len(dataset)} images from {image_dir} ({ann_file})")
+        metrics, results = utils.evaluate_dataset(model, dataset, device, args.batch_size, args.workers,
+                                                  amp=args.amp, verbose=info.is_main, desc="test")
+        if info.is_main:
+            if args.save_results:
+                print(f"wrote {len(results)} detections to {write_json(args.save_results, results, indent=None)}")
+            finish(metrics, args.save_metrics)
+        return metrics
+    finally:
+        utils.cleanup_distributed()
+
+
+def evaluate_results_file(path: Path, ann_file: Path, limit: int | None, save_metrics: str) -> dict[str, dict[str, float]]:
+    coco_gt = load_coco(ann_file)
+    results = read_results(path, coco_gt)
+    image_ids = sorted(coco_gt.getImgIds())[:limit]  # the images a --limit run of the model sees
+    detected = {r["image_id"] for r in results}
+    print(f"results: {len(results)} detections on {len(detected & set(image_ids))} of the "
+          f"{len(image_ids)} images evaluated ({path})")
+    with_people = {a["image_id"] for a in coco_gt.dataset["annotations"] if not a.get("iscrowd")} & set(image_ids)
+    if detected and len(with_people - detected) > len(with_people) / 2:
+        print(f"note: {len(with_people - detected)} of {len(with_people)} images with people have no detections "
+              "and count as misses; evaluate results of a --limit N run with --limit N")
+    unknown_categories = {r["category_id"] for r in results} - set(coco_gt.getCatIds())
+    if unknown_categories:
+        print(f"note: category_id {sorted(unknown_categories)} not in {ann_file}; COCOeval ignores those detections")
+    metrics = utils.coco_evaluate(coco_gt, results, image_ids)
+    finish(metrics, save_metrics)
+    return metrics
+
+
+def read_results(path: Path, coco_gt) -> list[dict[str, Any]]:
+    """A COCO results file, checked so that pycocotools never meets an entry it would crash on."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            results = json.load(f)
+    except FileNotFoundError:
+        raise utils.UserError(f"results file not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise utils.UserError(f"cannot read results file {path}: {e}") from None
+    except json.JSONDecodeError as e:
+        raise utils.UserError(f"results file {path} is not valid JSON: {e}") from None
+    if not isinstance(results, list):
+        raise utils.UserError(f"results file {path} holds a JSON {type(results).__name__}; the COCO results "
+                              "format is a list of detections")
+    gt_keypoints = next((len(a["keypoints"]) for a in coco_gt.dataset["annotations"] if a.get("keypoints")), None)
+    kinds = None
+    for index, entry in enumerate(results):
+        problem = result_problem(entry, gt_keypoints)
+        if problem:
+            raise utils.UserError(f"results file {path}, detection {index}: {problem}")
+        # pycocotools decides from the first entry what every entry holds.
+        entry_kinds = ("bbox" in entry, "keypoints" in entry)
+        if kinds is None:
+            kinds = entry_kinds
+        elif entry_kinds != kinds:
+            raise utils.UserError(f"results file {path}, detection {index}: has "
+                                  f"{' and '.join(k for k, on in zip(('bbox', 'keypoints'), entry_kinds) if on)}, "
+                                  "unlike detection 0; every detection needs the same fields")
+    return results
+
+
+def result_problem(entry: Any, gt_keypoints: int | None) -> str | None:
+    """What is wrong with one detection of a results file, or None."""
+    if not isinstance(entry, dict):
+        return f"a JSON {type(entry).__name__}, expected an object with image_id, category_id, score, bbox/keypoints"
+    for key in ("image_id", "category_id"):
+        if not isinstance(entry.get(key), int) or isinstance(entry.get(key), bool):
+            return f"'{key}' must be an integer, got {entry.get(key)!r}"
+    if not is_number(entry.get("score")):
+        return f"'score' must be a number, got {entry.get('score')!r}"
+    if "bbox" not in entry and "keypoints" not in entry:
+        return "needs 'bbox' ([x, y, width, height]) or 'keypoints' (x1, y1, v1, x2, ...) or both"
+    if "bbox" in entry:
+        box = entry["bbox"]
+        if not (isinstance(box, list) and len(box) == 4 and all(map(is_number, box)) and box[2] >= 0 and box[3] >= 0):
+            return f"'bbox' must be [x, y, width, height] with width, height >= 0, got {box!r:.60}"
+    if "keypoints" in entry:
+        kps = entry["keypoints"]
+        if not (isinstance(kps, list) and kps and len(kps) % 3 == 0 and all(map(is_number, kps))):
+            return f"'keypoints' must be a flat list of x, y, v numbers, got {kps!r:.60}"
+        if gt_keypoints and len(kps) != gt_keypoints:
+            return f"'keypoints' has {len(kps)} numbers, the annotation file {gt_keypoints} per person"
+    return None
+
+
+def is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def finish(metrics: dict[str, dict[str, float]], save_metrics: str) -> None:
+    if save_metrics:
+        print(f"wrote metrics to {write_json(save_metrics, metrics)}")
+    print(utils.format_metrics_line(metrics))
+
+
+def write_json(path: str | os.PathLike, obj: Any, indent: int | None = 2) -> Path:
+    """Write JSON through a temporary file, so a crash never leaves half a file behind."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=indent), encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+if __name__ == "__main__":
+    main()

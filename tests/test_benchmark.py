@@ -1,0 +1,77 @@
+"""benchmark.py: one tiny run of every row group (a smoke test: the numbers themselves belong in
+docs/performance.md, measured by `python benchmark.py`, not asserted here)."""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+import benchmark
+
+# One thread: on a busy 2-core machine two threads wait on each other at every small op.
+TINY = ["--device", "cpu", "--threads", "1", "--repeats", "1", "--warmup", "0",
+        "--backbone", "resnet18", "--keypoint-head", "32x2", "--min-size", "128", "--max-size", "192",
+        "--sizes", "128", "96", "--frames", "1", "--data-items", "2", "--proposals", "100", "--fewer-proposals", "30",
+        "--train-backbone", "resnet18", "--train-size", "96", "--train-keypoint-head", "32x2",
+        "--train-batch", "1", "--train-rois", "32", "--eval-detections", "3"]
+ROWS = ["detect: frame, end to end", "detect: model only", "detect: pipeline overhead",
+        "resolution: min_size 128", "resolution: min_size 96", "option: channels_last",
+        "option: BatchNorm folded into convs", "option: fewer RPN proposals",
+        "data: dataset item", "train: iteration", "eval: COCOeval"]
+
+
+def test_every_row_has_a_ratio(sample_root, tmp_path, capsys):
+    path = tmp_path / "bench.json"
+    returned = benchmark.main([*TINY, "--data-root", str(sample_root), "--json", str(path)])
+    report = json.loads(path.read_text())
+    assert report["rows"] == json.loads(json.dumps(returned["rows"]))
+    rows = {row["name"]: row for row in report["rows"]}
+    assert list(rows) == ROWS
+    for name, row in rows.items():
+        assert row["ours"] > 0 and row["baseline"] > 0, name
+        assert math.isclose(row["ratio"], row["ours"] / row["baseline"]), name
+        assert row["baseline_label"], name
+    for name, target in benchmark.TARGETS.items():
+        assert rows[name]["target"] == target and rows[name]["ok"] == (rows[name]["ratio"] <= target)
+    for name in ("detect: frame, end to end", "train: iteration", "data: dataset item"):
+        assert rows[name]["peak_mib_ours"] > 0 and rows[name]["peak_mib_baseline"] > 0
+    assert "same metrics" in rows["eval: COCOeval"]["note"]
+    # The original path runs the keypoint head on at least as many boxes as ours (0.05 vs 0.9).
+    assert "box(es)/frame (original)" in rows["detect: frame, end to end"]["note"]
+    printed = capsys.readouterr().out
+    assert all(name in printed for name in ROWS) and "targets:" in printed
+
+
+def test_bad_data_root_is_one_line(tmp_path):
+    with pytest.raises(SystemExit) as exit_info:
+        benchmark.main(["--device", "cpu", "--data-root", str(tmp_path / "missing"), "--json", str(tmp_path / "b.json")])
+    assert str(exit_info.value).startswith("error: --data-root")
+    assert not (tmp_path / "b.json").exists()
+
+
+def test_fold_batchnorm_keeps_the_outputs():
+    """detect.py folds BatchNorm into the convolutions for speed: the features must not change."""
+    import copy
+
+    import torch
+
+    import utils
+
+    torch.manual_seed(0)
+    model = utils.build_model("resnet18", "none", min_size=96, max_size=128, keypoint_head=[8]).eval()
+    for m in model.modules():  # statistics that make the folding do something
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.5, 0.5)
+    folded = copy.deepcopy(model)
+    assert utils.fold_batchnorm(folded) == 20  # resnet18: stem + 16 in blocks + 3 downsamples
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    x = torch.rand(1, 3, 96, 128)
+    with torch.inference_mode():
+        expected, got = model.backbone(x), folded.backbone(x)
+    for name in expected:
+        torch.testing.assert_close(got[name], expected[name], rtol=1e-3, atol=1e-4)
+    assert utils.fold_batchnorm(folded) == 0

@@ -1,0 +1,413 @@
+"""detect.py: images, videos, folders and the live loop, on a tiny randomly initialised model.
+
+A random model finds random "persons" (scores around 0.5-0.9): the tests check what
+detect.py writes (sizes, frame counts, fps, JSON structure) and how it fails, not what it
+finds. `--max-persons` keeps the keypoint head cheap. The drawing itself is checked on
+hand-made poses at the end.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from conftest import REPO, TINY_MODEL
+
+import detect
+import utils
+
+TINY_HEAD = [32, 32]
+# Few persons per frame: the keypoint head and the per-person bicubic upsampling stay cheap.
+FAST = ["--device", "cpu", "--score-thresh", "0.5", "--max-persons", "3"]
+COCO_IMAGE = "000000192699.jpg"  # 640 x 457, two people
+
+
+@pytest.fixture(scope="module")
+def tiny_weights(tmp_path_factory) -> Path:
+    """A randomly initialised tiny model in our full checkpoint format."""
+    torch.manual_seed(0)
+    settings = dict(min_size=TINY_MODEL["min_size"], max_size=TINY_MODEL["max_size"], frozen_bn=False,
+                    keypoint_head=TINY_HEAD)
+    model = utils.build_model(TINY_MODEL["backbone"], "none", **settings)
+    path = tmp_path_factory.mktemp("weights") / "tiny.pth"
+    torch.save({"model": model.state_dict(), "model_config": utils.model_config(TINY_MODEL["backbone"], **settings)},
+               path)
+    return path
+
+
+def write_video(path: Path, images: list[Path], frames: int, fps: float, size: tuple[int, int] = (320, 240)) -> Path:
+    """A video of `frames` frames cycling through `images`, resized to `size` (w, h)."""
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
+    assert writer.isOpened()
+    for i in range(frames):
+        writer.write(cv2.resize(cv2.imread(str(images[i % len(images)])), size))
+    writer.release()
+    return path
+
+
+def video_info(path: Path) -> tuple[int, int, int, float]:
+    """(frames actually decoded, width, height, fps)."""
+    capture = cv2.VideoCapture(str(path))
+    assert capture.isOpened(), path
+    width, height = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
+    fps = capture.get(cv2.CAP_PROP_FPS)
+    count = 0
+    while capture.read()[0]:
+        count += 1
+    capture.release()
+    return count, width, height, fps
+
+
+@pytest.fixture(scope="module")
+def sample_images(sample_root) -> list[Path]:
+    return sorted((sample_root / "val2017").glob("*.jpg"))
+
+
+@pytest.fixture(scope="module")
+def clip(sample_images, tmp_path_factory) -> Path:
+    """5 frames, 8 fps, 320 x 240."""
+    return write_video(tmp_path_factory.mktemp("video") / "clip.mp4", sample_images, frames=5, fps=8)
+
+
+@pytest.fixture(scope="module")
+def long_clip(sample_images, tmp_path_factory) -> Path:
+    """40 frames at 2 fps: 20 s when played in real time, far longer than 3 frames take."""
+    return write_video(tmp_path_factory.mktemp("video") / "stream.mp4", sample_images, frames=40, fps=2)
+
+
+def check_person(person: dict, score_thresh: float, kp_thresh: float) -> None:
+    assert set(person) == {"bbox", "score", "keypoints", "keypoint_scores"}
+    x, y, w, h = person["bbox"]
+    assert w >= 0 and h >= 0
+    assert score_thresh <= person["score"] <= 1
+    assert len(person["keypoints"]) == utils.NUM_KEYPOINTS
+    assert all(len(k) == 3 for k in person["keypoints"])
+    assert len(person["keypoint_scores"]) == utils.NUM_KEYPOINTS
+    assert [k[2] for k in person["keypoints"]] == [int(s >= kp_thresh) for s in person["keypoint_scores"]]
+
+
+def run_fails(argv: list[str]) -> str:
+    """detect.main, expecting a one-line error; returns it."""
+    with pytest.raises(SystemExit) as exc:
+        detect.main(argv)
+    message = str(exc.value.code)
+    assert message.startswith("error: ") and "\n" not in message, message
+    return message
+
+
+# --------------------------------------------------------------------------------------
+# Files
+# --------------------------------------------------------------------------------------
+def test_image_from_coco_mini(coco_mini, tiny_weights, tmp_path, capsys):
+    source = coco_mini / "val2017" / COCO_IMAGE
+    out = tmp_path / "out"
+    detect.main(["--weights", str(tiny_weights), "--file", str(source), "--output", str(out), "--save-json",
+                 "--no-show", *FAST])
+    saved = cv2.imread(str(out / COCO_IMAGE))
+    original = cv2.imread(str(source))
+    assert saved is not None and saved.shape == original.shape
+    result = json.loads((out / "000000192699.json").read_text())
+    assert result["source"] == str(source)
+    assert (result["width"], result["height"]) == (640, 457)
+    assert 1 <= len(result["persons"]) <= 3  # --max-persons 3; a random model finds "persons" everywhere
+    for person in result["persons"]:
+        check_person(person, 0.5, 2.0)
+    if any(k[2] for p in result["persons"] for k in p["keypoints"]):
+        assert np.abs(saved.astype(int) - original.astype(int)).max() > 100  # a skeleton was drawn
+    printed = capsys.readouterr().out
+    assert f"-> {out / COCO_IMAGE}" in printed and f"weights: {tiny_weights}" in printed
+
+
+def test_video_keeps_frame_count_size_and_fps(clip, tiny_weights, tmp_path):
+    out = tmp_path / "out"
+    detect.main(["--weights", str(tiny_weights), "--file", str(clip), "--output", str(out), "--save-json",
+                 "--no-show", *FAST])
+    assert video_info(out / "clip.mp4") == (5, 320, 240, 8.0)
+    result = json.loads((out / "clip.json").read_text())
+    assert (result["width"], result["height"], result["fps"]) == (320, 240, 8.0)
+    assert [f["frame"] for f in result["frames"]] == [0, 1, 2, 3, 4]
+    for frame in result["frames"]:
+        assert len(frame["persons"]) <= 3
+        for person in frame["persons"]:
+            check_person(person, 0.5, 2.0)
+
+
+def test_kind_comes_from_content_in_folders_and_globs(sample_images, tiny_weights, tmp_path, capsys):
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    (folder / "photo.dat").write_bytes(sample_images[0].read_bytes())  # a JPEG under an odd name
+    write_video(folder / "movie.mp4", sample_images, frames=2, fps=5, size=(160, 128))
+    (folder / "movie.mp4").rename(folder / "movie.bin")  # an MP4 likewise
+    (folder / "notes.txt").write_text("not a picture\n")
+    (folder / ".hidden.jpg").write_bytes(b"")
+    out = tmp_path / "out"
+    detect.main(["--weights", str(tiny_weights), "--file", str(folder), "--output", str(out), "--no-show", *FAST])
+    assert sorted(p.name for p in out.iterdir()) == ["movie.mp4", "photo.jpg"]
+    assert cv2.imread(str(out / "photo.jpg")).shape == cv2.imread(str(sample_images[0])).shape
+    assert video_info(out / "movie.mp4") == (2, 160, 128, 5.0)
+    printed = capsys.readouterr().out
+    assert "skipped 1 file(s)" in printed and "notes.txt" in printed
+
+    out2 = tmp_path / "out2"
+    detect.main(["--weights", str(tiny_weights), "--file", str(folder / "*.dat"), "--output", str(out2),
+                 "--no-show", *FAST])
+    assert [p.name for p in out2.iterdir()] == ["photo.jpg"]
+
+
+def test_default_weights_and_raw_state_dict(coco_mini, tiny_weights, tmp_path, monkeypatch, capsys):
+    """--weights left out: the newest e*_b*_lr*_m*.pth here, as in test.py; a raw state dict works too."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "e1_b2_lr0.01_m0.9.pth").write_bytes(tiny_weights.read_bytes())
+    image = str(coco_mini / "val2017" / COCO_IMAGE)
+    detect.main(["--file", image, "--output", "a", "--no-show", *FAST])
+    assert "weights: e1_b2_lr0.01_m0.9.pth  (default:" in capsys.readouterr().out
+    assert (tmp_path / "a" / COCO_IMAGE).is_file()
+
+    raw = tmp_path / "raw.pth"
+    torch.save(utils.load_weights(tiny_weights)[0], raw)
+    detect.main(["--weights", str(raw), "--file", image, "--output", "b", "--no-show", "--min-size", "160",
+                 "--max-size", "256", *FAST])
+    assert "model: resnet18, images resized to 160" in capsys.readouterr().out
+    assert (tmp_path / "b" / COCO_IMAGE).is_file()
+
+
+# --------------------------------------------------------------------------------------
+# Live loop
+# --------------------------------------------------------------------------------------
+def test_live_loop_on_a_video_stream_with_show(long_clip, tiny_weights, tmp_path):
+    """The real CLI in a child process: --show under QT_QPA_PLATFORM=offscreen never crashes
+    (a window where Qt can make one, a warning and no window where it cannot)."""
+    out = tmp_path / "live"
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
+    result = subprocess.run(
+        [sys.executable, str(REPO / "detect.py"), "--weights", str(tiny_weights), "--camera", str(long_clip),
+         "--show", "--max-frames", "3", "--save-json", "--output", str(out), *FAST],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    data = json.loads((out / "stream.json").read_text())
+    assert (data["width"], data["height"], data["fps"]) == (320, 240, 2.0)
+    indices = [f["frame"] for f in data["frames"]]
+    assert len(indices) == 3 and indices == sorted(set(indices))
+    assert all(a < b for a, b in zip([f["time"] for f in data["frames"]], [f["time"] for f in data["frames"]][1:]))
+    # Each processed frame stands for the camera frames since the previous one: real time kept.
+    assert video_info(out / "stream.mp4") == (indices[-1] + 1, 320, 240, 2.0)
+    assert "3 frames processed" in result.stdout
+
+
+def test_live_loop_opens_a_real_window_under_xvfb(long_clip, tiny_weights, tmp_path, xvfb_display):
+    """The same live loop with a real X display: the window opens (no fallback warning),
+    frames are shown and the run ends cleanly after --max-frames."""
+    out = tmp_path / "live"
+    env = {k: v for k, v in os.environ.items() if k not in ("QT_QPA_PLATFORM", "WAYLAND_DISPLAY")}
+    env["DISPLAY"] = xvfb_display
+    result = subprocess.run(
+        [sys.executable, str(REPO / "detect.py"), "--weights", str(tiny_weights), "--camera", str(long_clip),
+         "--show", "--max-frames", "3", "--save-json", "--output", str(out), *FAST],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "no display" not in result.stderr and "Traceback" not in result.stderr
+    assert len(json.loads((out / "stream.json").read_text())["frames"]) == 3
+
+
+class FakeWindow:
+    """Stands in for OpenCV's HighGUI: records the frames shown and answers waitKey with `keys`
+    in turn (-1, no key, once they run out)."""
+
+    def __init__(self, keys: list[int]) -> None:
+        self.shown: list[np.ndarray] = []
+        self.keys = list(keys)
+
+    def install(self, monkeypatch) -> None:
+        monkeypatch.setattr(detect, "display_available", lambda: True)
+        monkeypatch.setattr(cv2, "namedWindow", lambda *a, **k: None)
+        monkeypatch.setattr(cv2, "imshow", lambda title, image: self.shown.append(image.copy()))
+        monkeypatch.setattr(cv2, "waitKey", lambda ms=0: self.keys.pop(0) if self.keys else -1)
+        monkeypatch.setattr(cv2, "getWindowProperty", lambda *a: 1.0)
+        monkeypatch.setattr(cv2, "destroyWindow", lambda *a: None)
+
+
+def test_live_window_shows_fps_and_quits_on_q(long_clip, tiny_weights, monkeypatch, tmp_path, capsys):
+    monkeypatch.chdir(tmp_path)
+    window = FakeWindow(keys=[-1, ord("q")])
+    window.install(monkeypatch)
+    detect.main(["--weights", str(tiny_weights), "--camera", str(long_clip), "--max-frames", "10", *FAST])
+    assert len(window.shown) == 2  # q on the second frame, long before --max-frames
+    assert "2 frames processed" in capsys.readouterr().out
+    for frame in window.shown:
+        assert frame.shape == (240, 320, 3)
+        assert (frame[1, 1] == 0).all()  # the FPS label's black box, top left
+    assert not (tmp_path / "runs").exists()  # live mode saves only when asked
+
+
+def test_image_window_waits_for_a_key(sample_images, tiny_weights, monkeypatch, tmp_path, capsys):
+    folder = tmp_path / "three"
+    folder.mkdir()
+    for image in sample_images[:3]:
+        (folder / image.name).write_bytes(image.read_bytes())
+    # Image 1: no key twice (the window waits), then space: next. Image 2: Esc: stop.
+    window = FakeWindow(keys=[-1, -1, ord(" "), 27])
+    window.install(monkeypatch)
+    detect.main(["--weights", str(tiny_weights), "--file", str(folder), "--output", str(tmp_path / "out"), *FAST])
+    assert len(window.shown) == 2 and not window.keys
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [p.name for p in sample_images[:2]]
+    assert "stopped by the user" in capsys.readouterr().out
+
+
+def test_show_without_display_warns_and_goes_on(monkeypatch, capsys):
+    for name in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(sys, "platform", "linux")
+    assert detect.decide_show(None) is False
+    assert "warning" not in capsys.readouterr().err
+    assert detect.decide_show(True) is False
+    assert "warning: --show: no display" in capsys.readouterr().err
+    assert detect.decide_show(False) is False
+
+
+# --------------------------------------------------------------------------------------
+# Bad input: one line, exit 1
+# --------------------------------------------------------------------------------------
+def test_bad_inputs_fail_with_one_line(tiny_weights, tmp_path):
+    weights = ["--weights", str(tiny_weights), "--no-show", *FAST, "--output", str(tmp_path / "out")]
+    assert "file not found" in run_fails([*weights, "--file", str(tmp_path / "missing.jpg")])
+    (tmp_path / "empty").mkdir()
+    assert "has no files" in run_fails([*weights, "--file", str(tmp_path / "empty")])
+    assert "no files match" in run_fails([*weights, "--file", str(tmp_path / "*.png")])
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8\xff\xe0 this is not really a JPEG" * 20)
+    assert "cannot read image" in run_fails([*weights, "--file", str(broken)])
+    no_frames = tmp_path / "no_frames.mp4"
+    cv2.VideoWriter(str(no_frames), cv2.VideoWriter_fourcc(*"mp4v"), 8, (64, 64)).release()
+    assert "no frames" in run_fails([*weights, "--file", str(no_frames)])
+    junk = tmp_path / "junk"
+    junk.mkdir()
+    (junk / "a.txt").write_text("text")
+    assert "no readable images or videos" in run_fails([*weights, "--file", str(junk)])
+    assert "cannot open camera 57" in run_fails([*weights, "--camera", "57"])
+    assert "no such camera index, URL or file" in run_fails([*weights, "--camera", str(tmp_path / "nope.mp4")])
+    assert "gave no frames" in run_fails([*weights, "--camera", str(broken)])
+    assert "weights file not found" in run_fails(["--weights", str(tmp_path / "none.pth"), "--file", str(broken)])
+    assert not (tmp_path / "out").exists()  # nothing written, not even the folder
+
+
+def test_cli_error_is_one_line_on_stderr(tiny_weights, tmp_path):
+    """The real CLI on a damaged JPEG: exit 1 and exactly one line, not even libjpeg's own warning."""
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8\xff\xe0 this is not really a JPEG" * 20)
+    result = subprocess.run([sys.executable, str(REPO / "detect.py"), "--weights", str(tiny_weights),
+                             "--file", str(broken), "--no-show", "--device", "cpu"],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    assert result.stderr == f"error: cannot read image {broken} (damaged, or not an image)\n"
+
+
+def test_help_names_every_flag(capsys):
+    with pytest.raises(SystemExit) as exc:
+        detect.parse_args(["--help"])
+    assert exc.value.code == 0
+    text = capsys.readouterr().out
+    for flag in ("--file", "--camera", "--weights", "--output", "--save-json", "--show", "--no-show",
+                 "--score-thresh", "--kp-thresh", "--min-size", "--device", "--max-frames", "--half",
+                 "--backbone", "--max-size", "--max-persons", "--boxes", "--line-width"):
+        assert flag in text, flag
+    assert "logits" in text  # --kp-thresh explains its scale
+
+
+# --------------------------------------------------------------------------------------
+# The model call and the drawing
+# --------------------------------------------------------------------------------------
+def test_detect_frame_returns_numpy_and_respects_the_score_threshold(tiny_weights, sample_images):
+    model, _ = utils.load_model(str(tiny_weights))
+    model.roi_heads.detections_per_img = 3
+    frame = cv2.imread(str(sample_images[0]))
+    model.roi_heads.score_thresh = 0.5
+    found = detect.detect_frame(model, frame, torch.device("cpu"))
+    n = len(found["scores"])
+    assert 1 <= n <= 3
+    assert found["boxes"].shape == (n, 4) and found["keypoints"].shape == (n, 17, 3)
+    assert found["keypoint_scores"].shape == (n, 17)
+    assert all(isinstance(v, np.ndarray) and v.dtype == np.float32 for v in found.values())
+    assert (found["scores"] > 0.5).all() and (np.diff(found["scores"]) <= 0).all()
+    model.roi_heads.score_thresh = 0.999
+    none = detect.detect_frame(model, frame, torch.device("cpu"))
+    assert none["keypoints"].shape == (0, 17, 3) and none["boxes"].shape == (0, 4)
+
+
+def test_palette_keeps_sides_apart():
+    assert len(utils.LIMB_COLORS) == len(utils.COCO_SKELETON) == 19
+    assert len(set(utils.LIMB_COLORS)) == 19 and len(set(utils.KEYPOINT_COLORS)) == 17
+    for (a, b), (blue, green, red) in zip(utils.COCO_SKELETON, utils.LIMB_COLORS):
+        names = utils.COCO_KEYPOINT_NAMES[a] + " " + utils.COCO_KEYPOINT_NAMES[b]
+        if "left" in names and "right" in names:
+            assert green > max(blue, red), names  # centre: green
+        elif "left" in names:
+            assert red > blue, names  # left: warm
+        else:
+            assert blue > red, names  # right: cool
+
+
+def pose(cx: float, scale: float) -> np.ndarray:
+    """A standing person facing the camera (their left on the image's right), 17 x 3."""
+    xy = {"nose": (0, -80), "left_eye": (5, -85), "right_eye": (-5, -85), "left_ear": (10, -82),
+          "right_ear": (-10, -82), "left_shoulder": (25, -60), "right_shoulder": (-25, -60),
+          "left_elbow": (45, -30), "right_elbow": (-45, -30), "left_wrist": (55, 0), "right_wrist": (-55, 0),
+          "left_hip": (15, 0), "right_hip": (-15, 0), "left_knee": (18, 40), "right_knee": (-18, 40),
+          "left_ankle": (20, 80), "right_ankle": (-20, 80)}
+    points = np.array([[cx + scale * xy[n][0], 100 * scale + scale * xy[n][1], 2] for n in utils.COCO_KEYPOINT_NAMES],
+                      dtype=float)
+    return points
+
+
+def limb_pixel(image: np.ndarray, points: np.ndarray, a: str, b: str) -> np.ndarray:
+    pa = points[utils.COCO_KEYPOINT_NAMES.index(a), :2]
+    pb = points[utils.COCO_KEYPOINT_NAMES.index(b), :2]
+    x, y = np.round((pa + pb) / 2).astype(int)
+    return image[y, x]
+
+
+def limb_index(a: str, b: str) -> int:
+    ia, ib = utils.COCO_KEYPOINT_NAMES.index(a), utils.COCO_KEYPOINT_NAMES.index(b)
+    return next(i for i, pair in enumerate(utils.COCO_SKELETON) if set(pair) == {ia, ib})
+
+
+def test_draw_poses_colours_thresholds_and_width():
+    size, s = 480, 2.4
+    image = np.zeros((size, size, 3), np.uint8)
+    points = pose(size / 2, s)
+    scores = np.full((1, 17), 5.0)
+    scores[0, utils.COCO_KEYPOINT_NAMES.index("right_wrist")] = 0.5  # below kp_thresh: not drawn
+    box = np.array([[40, 10, 160, 190]], float) * s
+    utils.draw_poses(image, box, np.array([0.95]), points[None], scores, score_thresh=0.9, kp_thresh=2.0,
+                     draw_boxes=False)
+    for a, b in (("left_shoulder", "left_elbow"), ("right_shoulder", "right_elbow"), ("left_hip", "right_hip"),
+                 ("left_knee", "left_ankle"), ("right_hip", "right_knee"), ("left_eye", "left_ear")):
+        pixel = limb_pixel(image, points, a, b).astype(int)
+        assert np.abs(pixel - utils.LIMB_COLORS[limb_index(a, b)]).max() <= 10, (a, b, pixel)
+    assert limb_pixel(image, points, "right_elbow", "right_wrist").max() == 0  # its wrist is below kp_thresh
+    wrist = points[utils.COCO_KEYPOINT_NAMES.index("right_wrist"), :2].astype(int)
+    assert image[wrist[1], wrist[0]].max() == 0
+
+    unsure = np.zeros((size, size, 3), np.uint8)
+    utils.draw_poses(unsure, box, np.array([0.5]), points[None], scores, score_thresh=0.9, kp_thresh=2.0)
+    assert unsure.max() == 0  # the person is below score_thresh
+
+    def width(size: int) -> int:
+        canvas = np.zeros((size, size, 3), np.uint8)
+        s = size / 200
+        points = pose(size / 2, s)
+        utils.draw_poses(canvas, box / 2.4 * s, np.array([0.95]), points[None], draw_boxes=False)
+        # Pixels of the left shin's colour across it (a near-vertical line), halfway down; the
+        # dark outline around it is left out.
+        y = int(round(points[utils.COCO_KEYPOINT_NAMES.index("left_knee"), 1] + 20 * s))
+        shin = np.array(utils.LIMB_COLORS[limb_index("left_knee", "left_ankle")])
+        return int((np.abs(canvas[y].astype(int) - shin).max(axis=1) <= 40).sum())
+
+    thin, thick = width(200), width(800)
+    assert 1 <= thin and thick >= 3 * thin  # line width follows the image size

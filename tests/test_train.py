@@ -1,0 +1,318 @@
+"""train.py: flags, checkpoints and their names, resuming after SIGKILL and Ctrl-C, non-finite
+losses, torchrun on CPU, torchvision compatibility of the final weights, and an overfit run.
+
+Runs use tiny from-scratch models on the generated sample dataset (`sample_root`): resnet18,
+~128 px images, a 64x2 keypoint head and few RoIs per image, so that a step takes about a second.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import train
+import utils
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = ["--device", "cpu", "--backbone", "resnet18", "--weights", "none", "--min-size", "128", "--max-size", "192",
+        "--keypoint-head", "64x2", "--box-batch-size-per-image", "64", "--workers", "0"]
+
+
+def run_args(root: Path, out: Path, *extra: str) -> list[str]:
+    """2 epochs of 4 images, batch 2, lr x0.1 after epoch 1, AP after the last epoch only."""
+    return [*TINY, "--data-root", str(root), "--output-dir", str(out), "--epochs", "2", "-b", "2", "--lr", "0.01",
+            "--limit", "4", "--val-limit", "2", "--eval-every", "2", "--milestones", "1", "--warmup-iters", "3", *extra]
+
+
+def subprocess_env(threads: int = 2) -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
+
+
+@pytest.fixture(scope="module")
+def reference_run(sample_root, tmp_path_factory) -> Path:
+    """One uninterrupted 2-epoch run; other tests compare with it or continue from copies of it."""
+    out = tmp_path_factory.mktemp("reference")
+    train.main(run_args(sample_root, out))
+    return out
+
+
+def copy_run(src: Path, dst: Path) -> Path:
+    dst.mkdir(parents=True)
+    shutil.copy2(src / "last.pth", dst / "last.pth")
+    return dst
+
+
+# --------------------------------------------------------------------------------------
+# Flags and the schedule (no training)
+# --------------------------------------------------------------------------------------
+def test_defaults_are_the_documented_recipe():
+    args = train.parse_args([])
+    assert (args.lr, args.momentum, args.weight_decay, args.batch_size, args.epochs) == (0.02, 0.9, 1e-4, 8, 42)
+    assert (args.milestones, args.gamma, args.warmup_iters) == ([36, 43], 0.1, 1000)
+    assert (args.data_root, args.output_dir, args.device, args.backbone) == ("coco", ".", "auto", "resnet50")
+    assert args.min_size == list(utils.DEFAULT_MIN_SIZE) and args.keypoint_head == [512] * 8
+    assert args.resume is None and train.parse_args(["--resume"]).resume == ""
+    assert train.parse_args(["--resume", "x/last.pth"]).resume == "x/last.pth"
+    assert utils.checkpoint_name(args.epochs, args.batch_size, args.lr, args.momentum) == "e42_b8_lr0.02_m0.9.pth"
+    short = train.parse_args(["-b", "4", "-j", "0", "--min-size", "256", "320", "--keypoint-head", "128x4"])
+    assert (short.batch_size, short.workers, short.min_size, short.keypoint_head) == (4, 0, [256, 320], [128] * 4)
+    assert short.explicit == ["batch_size", "keypoint_head", "min_size", "workers"]
+
+
+def test_keypoint_head_flag():
+    assert train.keypoint_head_arg("512x8") == [512] * 8
+    assert train.keypoint_head_arg("256,128") == [256, 128]
+    for bad in ("", "x", "128x", "0x4", "a,b"):
+        with pytest.raises(Exception):
+            train.keypoint_head_arg(bad)
+    with pytest.raises(SystemExit) as e:
+        train.parse_args(["--keypoint-head", "wide"])
+    assert e.value.code == 2
+
+
+def test_lr_schedule_warmup_then_milestones():
+    factor = train.lr_factor(iters_per_epoch=10, milestones=[2, 3], gamma=0.1, warmup_iters=5, warmup_factor=0.001)
+    assert factor(0) == pytest.approx(0.001)
+    assert factor(4) == pytest.approx(0.001 + 0.999 * 4 / 5)
+    assert factor(5) == factor(19) == 1.0           # warm-up over, epochs 0 and 1 at full lr
+    assert factor(20) == pytest.approx(0.1)          # epoch 2
+    assert factor(30) == pytest.approx(0.01)         # epoch 3
+    assert train.lr_factor(10, [], 0.1, 0, 0.001)(0) == 1.0
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--data-root", "{tmp}/missing"], "not found"),
+    (["--resume"], "--resume: no checkpoint at"),
+    (["--backbone", "resnet18", "--weights", "coco"], "--weights coco exists only for --backbone resnet50"),
+    (["--epochs", "0"], "--epochs must be positive"),
+])
+def test_bad_input_is_one_line(sample_root, tmp_path, flags, message):
+    flags = [f.format(tmp=tmp_path) for f in flags]
+    argv = [*TINY, "--data-root", str(sample_root), "--output-dir", str(tmp_path), *flags]
+    with pytest.raises(SystemExit) as e:
+        train.main(argv)
+    text = str(e.value.code)
+    assert text.startswith("error: ") and message in text and "\n" not in text
+
+
+# --------------------------------------------------------------------------------------
+# Runs
+# --------------------------------------------------------------------------------------
+def test_one_epoch_writes_torchvision_state_dict_named_by_the_scheme(sample_root, tmp_path, capsys):
+    """The original's model (resnet50, 8x512 head) for one step: e1_b2_lr0.01_m0.9.pth is a plain
+    state_dict that a fresh torchvision keypointrcnn_resnet50_fpn loads strictly, plus the plot."""
+    from torchvision.models.detection import keypointrcnn_resnet50_fpn
+
+    final = train.main(["--device", "cpu", "--backbone", "resnet50", "--weights", "none", "--min-size", "96",
+                        "--max-size", "128", "--box-batch-size-per-image", "16", "--aspect-ratio-group-factor", "-1",
+                        "--data-root", str(sample_root), "--output-dir", str(tmp_path), "--epochs", "1", "-b", "2",
+                        "--lr", "0.01", "--limit", "2", "--val-limit", "1", "--eval-every", "0", "-j", "0"])
+    assert final == tmp_path / "e1_b2_lr0.01_m0.9.pth"
+    assert (tmp_path / "e1_b2_lr0.01_m0.9.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    state_dict = torch.load(final, map_location="cpu", weights_only=True)
+    assert all(isinstance(v, torch.Tensor) for v in state_dict.values())
+    model = keypointrcnn_resnet50_fpn(weights=None, weights_backbone=None)
+    model.load_state_dict(state_dict)  # strict: same keys and shapes
+    loaded = model.state_dict()
+    assert all(torch.equal(loaded[k], v) for k, v in state_dict.items())
+    out = capsys.readouterr().out
+    assert "epoch 1/1: train loss" in out and "val loss" in out and str(final) in out
+
+
+def test_full_checkpoints_log_and_evaluation(reference_run, capsys):
+    last = utils.load_checkpoint(reference_run / "last.pth")
+    assert {"model", "optimizer", "lr_scheduler", "scaler", "epoch", "args", "model_config", "history"} <= set(last)
+    assert last["epoch"] == 2 and last["epoch_step"] == 0
+    assert last["model_config"] == utils.model_config("resnet18", 17, [128], 192, False, [64, 64])
+    assert last["args"]["lr"] == 0.01 and last["args"]["data_root"]
+    history = last["history"]
+    assert [h["epoch"] for h in history] == [1, 2]
+    for h in history:
+        assert all(math.isfinite(h[name]) for name in train.LOSS_NAMES) and math.isfinite(h["val_loss"])
+        assert h["train_loss"] == pytest.approx(sum(h[name] for name in train.LOSS_NAMES))
+    assert "keypoint_AP" not in history[0] and history[1]["keypoint_AP"] >= 0  # --eval-every 2
+    assert history[0]["lr"] == pytest.approx(0.01) and history[1]["lr"] == pytest.approx(0.001)  # --milestones 1
+    # best.pth: same format, from the only evaluated epoch; test.py/detect.py rebuild it from the file alone.
+    assert utils.load_checkpoint(reference_run / "best.pth")["epoch"] == 2
+    model, config = utils.load_model(str(reference_run / "best.pth"))
+    assert config["backbone"] == "resnet18" and config["keypoint_head"] == [64, 64]
+    log = json.loads((reference_run / "e2_b2_lr0.01_m0.9.json").read_text())
+    assert [h["epoch"] for h in log["epochs"]] == [1, 2] and log["model_config"] == last["model_config"]
+    assert (reference_run / "e2_b2_lr0.01_m0.9.png").stat().st_size > 1000
+    assert (reference_run / "e2_b2_lr0.01_m0.9.pth").is_file()
+
+
+@pytest.mark.slow
+def test_sigkill_in_second_epoch_then_resume_matches_uninterrupted(reference_run, sample_root, tmp_path):
+    out = tmp_path / "killed"
+    stderr_path = tmp_path / "stderr.txt"
+    with open(stderr_path, "w") as stderr:
+        proc = subprocess.Popen([sys.executable, str(REPO / "train.py"), *run_args(sample_root, out)], cwd=REPO,
+                                stdout=subprocess.DEVNULL, stderr=stderr, env=subprocess_env())
+        try:
+            deadline = time.time() + 300
+            while not ((out / "last.pth").exists() and "epoch 2/2" in stderr_path.read_text()):
+                assert proc.poll() is None, f"train.py ended early:\n{stderr_path.read_text()[-2000:]}"
+                assert time.time() < deadline, "epoch 2 never started"
+                time.sleep(0.05)
+            time.sleep(0.5)  # well into epoch 2, which takes seconds
+            assert proc.poll() is None, "epoch 2 finished before the kill"
+            proc.send_signal(signal.SIGKILL)
+        finally:
+            proc.kill()
+            proc.wait()
+    assert not (out / "e2_b2_lr0.01_m0.9.pth").exists()
+    assert utils.load_checkpoint(out / "last.pth")["epoch"] == 1
+
+    train.main(["--resume", "--output-dir", str(out)])  # every other setting comes from the checkpoint
+
+    resumed, reference = utils.load_checkpoint(out / "last.pth"), utils.load_checkpoint(reference_run / "last.pth")
+    assert resumed["epoch"] == reference["epoch"] == 2
+    assert resumed["lr_scheduler"] == reference["lr_scheduler"]
+    assert resumed["lr_scheduler"]["last_epoch"] == 2 * reference["iters_per_epoch"]
+    assert [g["lr"] for g in resumed["optimizer"]["param_groups"]] == \
+        [g["lr"] for g in reference["optimizer"]["param_groups"]]
+    assert [h["epoch"] for h in resumed["history"]] == [1, 2]
+    # Each epoch's data order and randomness depend only on (seed, epoch): the redone epoch is the same.
+    final = torch.load(out / "e2_b2_lr0.01_m0.9.pth", weights_only=True)
+    expected = torch.load(reference_run / "e2_b2_lr0.01_m0.9.pth", weights_only=True)
+    assert final.keys() == expected.keys()
+    for k in expected:
+        torch.testing.assert_close(final[k], expected[k], rtol=1e-4, atol=1e-5, msg=k)
+
+
+def test_ctrl_c_saves_mid_epoch_and_resume_completes_the_schedule(reference_run, tmp_path, monkeypatch, capsys):
+    import torchvision.models.detection.roi_heads as roi_heads
+
+    out = copy_run(reference_run, tmp_path / "interrupted")
+    real_loss, calls = roi_heads.keypointrcnn_loss, []
+
+    def loss_then_ctrl_c(*args):
+        calls.append(1)
+        if len(calls) == 2:  # in the forward pass of the 2nd step of epoch 3
+            signal.raise_signal(signal.SIGINT)
+        return real_loss(*args)
+
+    monkeypatch.setattr(roi_heads, "keypointrcnn_loss", loss_then_ctrl_c)
+    with pytest.raises(SystemExit) as e:
+        train.main(["--resume", "--output-dir", str(out), "--epochs", "3"])
+    assert e.value.code == 130
+    assert "interrupted at epoch 3, iteration 1/" in capsys.readouterr().out
+    saved = utils.load_checkpoint(out / "last.pth")
+    iters = saved["iters_per_epoch"]
+    assert (saved["epoch"], saved["epoch_step"]) == (2, 1) and iters >= 2
+    assert saved["lr_scheduler"]["last_epoch"] == 2 * iters + 1
+
+    monkeypatch.undo()
+    train.main(["--resume", "--output-dir", str(out)])  # --epochs 3 is remembered
+    done = utils.load_checkpoint(out / "last.pth")
+    assert (done["epoch"], done["epoch_step"]) == (3, 0)
+    assert done["lr_scheduler"]["last_epoch"] == 3 * iters  # the skipped step is not trained twice
+    assert [h["epoch"] for h in done["history"]] == [1, 2, 3]
+    assert (out / "e3_b2_lr0.01_m0.9.pth").is_file()
+
+
+def test_nonfinite_loss_stops_with_the_iteration_and_keeps_last_checkpoint(reference_run, tmp_path, monkeypatch):
+    import torchvision.models.detection.roi_heads as roi_heads
+
+    out = copy_run(reference_run, tmp_path / "nan")
+    before = (out / "last.pth").read_bytes()
+    real_loss = roi_heads.keypointrcnn_loss
+    monkeypatch.setattr(roi_heads, "keypointrcnn_loss", lambda *args: real_loss(*args) * float("nan"))
+    with pytest.raises(SystemExit) as e:
+        train.main(["--resume", "--output-dir", str(out), "--epochs", "3"])
+    message = str(e.value.code)
+    assert message.startswith("error: non-finite loss at epoch 3, iteration 1/") and "loss_keypoint=nan" in message
+    assert (out / "last.pth").read_bytes() == before
+    assert not (out / "e3_b2_lr0.01_m0.9.pth").exists()
+
+
+def test_resume_refuses_to_change_the_optimizer(reference_run, tmp_path):
+    out = copy_run(reference_run, tmp_path / "changed")
+    with pytest.raises(SystemExit) as e:
+        train.main(["--resume", "--output-dir", str(out), "--lr", "0.1"])
+    assert "--lr 0.1 differs from 0.01" in str(e.value.code)
+
+
+@pytest.mark.slow
+def test_torchrun_two_cpu_processes(sample_root, tmp_path):
+    out = tmp_path / "ddp"
+    args = [*TINY, "--data-root", str(sample_root), "--output-dir", str(out), "--epochs", "1", "-b", "2",
+            "--lr", "0.01", "--limit", "4", "--val-limit", "2", "--warmup-iters", "2"]
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           str(REPO / "train.py"), *args], cwd=REPO, capture_output=True, text=True,
+                          env=subprocess_env(threads=1), timeout=480)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert sorted(p.name for p in out.glob("*.pth")) == ["best.pth", "e1_b2_lr0.01_m0.9.pth", "last.pth"]
+    assert proc.stdout.count("done: final weights") == 1  # only rank 0 talks
+    last = utils.load_checkpoint(out / "last.pth")
+    assert last["world_size"] == 2 and last["epoch"] == 1
+    assert not any(k.startswith("module.") for k in last["model"])
+    assert "keypoint_AP" in last["history"][0]
+
+
+# --------------------------------------------------------------------------------------
+# Overfitting two real COCO images
+# --------------------------------------------------------------------------------------
+OVERFIT_IMAGES = (463557, 535506)  # coco-mini train2017: one large person with 15-16 labelled keypoints each
+
+
+def overfit_data_root(coco_mini: Path, root: Path, copies: int) -> Path:
+    """A COCO layout whose val2017 is the chosen images and whose train2017 lists them `copies`
+    times under new ids (so an epoch is `copies` passes: fewer epochs, fewer checkpoint writes).
+    The image folders are links to coco-mini's train2017; nothing is copied."""
+    (root / "annotations").mkdir(parents=True)
+    for split in ("train2017", "val2017"):
+        (root / split).symlink_to(coco_mini / "train2017", target_is_directory=True)
+    data = json.loads((coco_mini / "annotations" / "person_keypoints_train2017.json").read_text())
+    images = [i for i in data["images"] if i["id"] in OVERFIT_IMAGES]
+    anns = [a for a in data["annotations"] if a["image_id"] in OVERFIT_IMAGES]
+    assert len(images) == len(OVERFIT_IMAGES)
+    val = {**data, "images": images, "annotations": anns}
+    (root / "annotations" / "person_keypoints_val2017.json").write_text(json.dumps(val))
+    offset = 10 ** 7  # above every COCO id
+    train_data = {**data,
+                  "images": [{**i, "id": k * offset + i["id"]} for k in range(1, copies + 1) for i in images],
+                  "annotations": [{**a, "id": k * offset + a["id"], "image_id": k * offset + a["image_id"]}
+                                  for k in range(1, copies + 1) for a in anns]}
+    (root / "annotations" / "person_keypoints_train2017.json").write_text(json.dumps(train_data))
+    return root
+
+
+@pytest.mark.slow
+def test_overfit_two_real_images_keypoint_ap_far_above_untrained(coco_mini, tmp_path, capsys):
+    from dataset import CocoKeypoints, coco_paths
+
+    root = overfit_data_root(coco_mini, tmp_path / "data", copies=20)
+    model_flags = ["--device", "cpu", "--backbone", "mobilenet_v3_large", "--weights", "none", "--min-size", "192",
+                   "--max-size", "288", "--keypoint-head", "128x4", "--box-batch-size-per-image", "64", "-j", "0"]
+    # 4 epochs x 20 steps of the same 2 images, no flips, evaluated on those images after the last epoch.
+    train.main([*model_flags, "--data-root", str(root), "--output-dir", str(tmp_path / "run"), "--epochs", "4",
+                "-b", "2", "--lr", "0.02", "--warmup-iters", "20", "--milestones", "--flip-prob", "0",
+                "--eval-every", "4"])
+    history = utils.load_checkpoint(tmp_path / "run" / "last.pth")["history"]
+    assert history[-1]["train_loss"] < 0.5 * history[0]["train_loss"]
+    assert history[-1]["loss_keypoint"] < 0.5 * history[0]["loss_keypoint"]
+    trained = history[-1]["metrics"]
+
+    utils.seed_everything(0)  # the same initial weights train.py starts from
+    untrained_model = utils.build_model("mobilenet_v3_large", "none", min_size=[192], max_size=288,
+                                        keypoint_head=[128] * 4, trainable_layers=6)
+    eval_set = CocoKeypoints(*coco_paths(root, "val"), train=False)
+    untrained, _ = utils.evaluate_dataset(untrained_model, eval_set, torch.device("cpu"), batch_size=2, workers=0,
+                                          verbose=False)
+    with capsys.disabled():
+        print(f"\noverfit on {len(OVERFIT_IMAGES)} coco-mini images: keypoint AP {trained['keypoints']['AP']:.3f} "
+              f"(untrained {untrained['keypoints']['AP']:.3f}), box AP {trained['bbox']['AP']:.3f} "
+              f"(untrained {untrained['bbox']['AP']:.3f}); loss {history[0]['train_loss']:.2f} -> "
+              f"{history[-1]['train_loss']:.2f}")
+    assert trained["keypoints"]["AP"] > max(untrained["keypoints"]["AP"], 0.0) + 0.4

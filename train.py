@@ -1,0 +1,647 @@
+"""Train torchvision's Keypoint R-CNN on COCO person keypoints, resumable, on one GPU or many.
+
+Usage:
+    python train.py                                    # the documented recipe on ./coco
+    python train.py --resume                           # continue ./last.pth where it stopped
+    torchrun --nproc_per_node=4 train.py -b 16         # 4 GPUs x 4 images (-b is the total batch)
+    python train.py --data-root sample --device cpu --backbone resnet18 --weights none \\
+        --min-size 320 --max-size 480 --keypoint-head 128x4 -b 4 --epochs 20 --lr 0.02
+
+The recipe (every number is a flag): SGD with lr 0.02, momentum 0.9, weight decay 1e-4, batch 8,
+42 epochs, lr x0.1 at epochs 36 and 43, linear warm-up over the first 1000 iterations, multi-scale
+training (shorter side 640..800), horizontal flips, aspect-ratio grouped batches, a ResNet-50 FPN
+backbone initialised from ImageNet. Data: `<data-root>/train2017` for training, `val2017` for the
+validation loss every epoch and COCO box/keypoint AP every --eval-every epochs (the same code
+test.py runs).
+
+Files written to --output-dir:
+    last.pth                   full checkpoint after every epoch (model, optimizer, lr scheduler,
+                               AMP scaler, epoch, arguments, model settings, history); on Ctrl-C
+                               also mid-epoch. `--resume` continues from it.
+    best.pth                   the same, for the epoch with the best keypoint AP so far
+    e42_b8_lr0.02_m0.9.pth     the final weights: a plain model state_dict, loadable by any
+                               torchvision user (keypointrcnn_resnet50_fpn().load_state_dict)
+    e42_b8_lr0.02_m0.9.json    the per-epoch numbers (losses, lr, AP, time)
+    e42_b8_lr0.02_m0.9.png     train/val loss curves, and AP when computed
+
+The progress bar shows running means over the epoch: loss (total) and its parts cls
+(loss_classifier), box (loss_box_reg), kp (loss_keypoint), obj (loss_objectness),
+rpn (loss_rpn_box_reg), and the current lr.
+"""
+from __future__ import annotations
+
+import argparse
+import bisect
+import contextlib
+import json
+import math
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import torch
+import torch.distributed as dist
+from torch.utils.data import BatchSampler, DataLoader, DistributedSampler, Subset
+
+import utils
+from dataset import (CocoKeypoints, DatasetError, GroupedBatchSampler, coco_paths, collate_fn, create_aspect_ratio_groups,
+                     get_transforms)
+
+LOSS_NAMES = ("loss_classifier", "loss_box_reg", "loss_keypoint", "loss_objectness", "loss_rpn_box_reg")
+SHORT_LOSS_NAMES = ("cls", "box", "kp", "obj", "rpn")
+LAST_CHECKPOINT = "last.pth"
+BEST_CHECKPOINT = "best.pth"
+# On --resume these must match the checkpoint: they shape the model, the optimizer or the data order.
+FIXED_ON_RESUME = ("backbone", "keypoint_head", "trainable_layers", "box_batch_size_per_image", "weights",
+                   "batch_size", "lr", "momentum", "weight_decay", "seed")
+
+
+# --------------------------------------------------------------------------------------
+# Command line
+# --------------------------------------------------------------------------------------
+def keypoint_head_arg(text: str) -> list[int]:
+    """`512x8` (width x depth) or `256,128,128` (the width of each conv)."""
+    try:
+        if "x" in text.lower():
+            width, depth = text.lower().split("x")
+            widths = [int(width)] * int(depth)
+        else:
+            widths = [int(w) for w in text.split(",")]
+    except ValueError:
+        widths = []
+    if not widths or min(widths) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected WIDTHxDEPTH such as 512x8, or widths such as 256,128")
+    return widths
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Shows each flag's default, except where there is none to show."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.option_strings and not any(action.default is v for v in (None, False, argparse.SUPPRESS)):
+            text += " (default: %(default)s)"
+        return text
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n", 1)[1],
+                                formatter_class=_HelpFormatter)
+    g = p.add_argument_group("data")
+    g.add_argument("--data-root", default="coco", help="COCO layout: train2017/, val2017/, annotations/")
+    g.add_argument("--limit", type=int, default=None, metavar="N", help="train on the first N training images only")
+    g.add_argument("--val-limit", type=int, default=None, metavar="N",
+                   help="validate on the first N val2017 images only (0: no validation at all)")
+    g.add_argument("-j", "--workers", type=int, default=4, help="data loading processes per GPU/process")
+    g.add_argument("--flip-prob", type=float, default=0.5, help="probability of a horizontal flip in training")
+    g.add_argument("--aspect-ratio-group-factor", type=int, default=3,
+                   help="batch images of similar aspect ratio (k bins per side, torchvision's 3); -1: off")
+
+    g = p.add_argument_group("model")
+    g.add_argument("--backbone", default="resnet50", choices=utils.BACKBONES,
+                   help="FPN backbone: resnet50 is torchvision's model; resnet18/mobilenet_v3_large for CPU")
+    g.add_argument("--weights", default="imagenet",
+                   help="initialisation: imagenet (ImageNet backbone, torchvision's recipe), coco (torchvision's "
+                        "trained Keypoint R-CNN, to fine-tune), none (from scratch) or a checkpoint path; "
+                        "coco and imagenet are downloaded")
+    g.add_argument("--min-size", type=int, nargs="+", default=list(utils.DEFAULT_MIN_SIZE),
+                   help="shorter image side; several values: one picked at random per batch (multi-scale)")
+    g.add_argument("--max-size", type=int, default=utils.DEFAULT_MAX_SIZE, help="longer image side at most")
+    g.add_argument("--keypoint-head", type=keypoint_head_arg, default="512x8", metavar="WxD",
+                   help="keypoint head convs: torchvision's 512x8, or lighter (128x4 trains ~4x faster on CPU)")
+    g.add_argument("--trainable-layers", type=int, default=None,
+                   help="backbone stages to train (default: 3 from pretrained weights, all from scratch)")
+    g.add_argument("--box-batch-size-per-image", type=int, default=512,
+                   help="RoIs sampled per image for the box head (lower is faster on CPU)")
+
+    g = p.add_argument_group("optimisation")
+    g.add_argument("--epochs", type=int, default=42, help="epochs to train")
+    g.add_argument("-b", "--batch-size", type=int, default=8, help="total batch over all processes")
+    g.add_argument("--lr", type=float, default=0.02, help="SGD learning rate (for the total batch)")
+    g.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
+    g.add_argument("--weight-decay", type=float, default=1e-4, help="SGD weight decay")
+    g.add_argument("--milestones", type=int, nargs="*", default=[36, 43], help="epochs where the lr is multiplied by --gamma")
+    g.add_argument("--gamma", type=float, default=0.1, help="lr factor at each milestone")
+    g.add_argument("--warmup-iters", type=int, default=1000, help="iterations of linear lr warm-up (0: none)")
+    g.add_argument("--warmup-factor", type=float, default=0.001, help="lr factor at the first warm-up iteration")
+    g.add_argument("--amp", action="store_true", help="mixed precision (CUDA only)")
+
+    g = p.add_argument_group("run")
+    g.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
+    g.add_argument("--output-dir", default=".", help="where checkpoints, the log and the plot go")
+    g.add_argument("--resume", nargs="?", const="", default=None, metavar="PATH",
+                   help="continue a run from PATH (no PATH: last.pth in --output-dir); its settings are "
+                        "restored, flags given here override the ones allowed to change (e.g. --epochs)")
+    g.add_argument("--seed", type=int, default=0, help="seed of the initial weights, data order and augmentation")
+    g.add_argument("--eval-every", type=int, default=1, metavar="K",
+                   help="COCO box and keypoint AP every K epochs and after the last (0: never)")
+    return p
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    args = build_parser().parse_args(argv)
+    # Which flags were typed, so that --resume knows what overrides the checkpoint's settings.
+    probe = build_parser()
+    for action in probe._actions:
+        action.default = argparse.SUPPRESS
+    args.explicit = sorted(vars(probe.parse_args(argv)))
+    return args
+
+
+def plain_args(args: argparse.Namespace) -> dict[str, Any]:
+    """The settings worth saving: plain types only (checkpoints are loaded with weights_only)."""
+    return {k: v for k, v in vars(args).items() if k not in ("explicit", "resume")}
+
+
+def restore_args(args: argparse.Namespace, saved: dict[str, Any], source: Path) -> argparse.Namespace:
+    """Defaults < the checkpoint's settings < flags typed now."""
+    merged = vars(build_parser().parse_args([]))
+    merged.update({k: v for k, v in saved.items() if k in merged})
+    for name in args.explicit:
+        value = getattr(args, name)
+        if name in FIXED_ON_RESUME and name in saved and value != saved[name]:
+            raise utils.UserError(f"--{name.replace('_', '-')} {value} differs from {saved[name]} in {source}; "
+                                  "it cannot change when resuming (start a new run with --weights instead)")
+        merged[name] = value
+    # The device is this machine's choice: a run from a GPU box may continue on a CPU one.
+    merged["resume"], merged["explicit"], merged["device"] = args.resume, args.explicit, args.device
+    return argparse.Namespace(**merged)
+
+
+def check_args(args: argparse.Namespace, world_size: int) -> None:
+    for name in ("epochs", "batch_size", "lr"):
+        if getattr(args, name) <= 0:
+            raise utils.UserError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    for name in ("limit", "val_limit", "warmup_iters", "workers", "eval_every"):
+        value = getattr(args, name)
+        if value is not None and value < 0:
+            raise utils.UserError(f"--{name.replace('_', '-')} must be >= 0, got {value}")
+    if args.limit == 0:
+        raise utils.UserError("--limit 0 leaves nothing to train on")
+    if args.batch_size % world_size:
+        raise utils.UserError(f"--batch-size {args.batch_size} is the total over {world_size} processes "
+                              "and must be divisible by it")
+    if min(args.min_size) < 32 or args.max_size < max(args.min_size):
+        raise utils.UserError(f"--min-size {args.min_size} / --max-size {args.max_size}: sizes must be >= 32 "
+                              "and --max-size at least the largest --min-size")
+
+
+# --------------------------------------------------------------------------------------
+# Data
+# --------------------------------------------------------------------------------------
+def first(dataset, n: int | None):
+    return Subset(dataset, range(min(n, len(dataset)))) if n is not None else dataset
+
+
+def build_datasets(args: argparse.Namespace):
+    """(training set, validation-loss set, evaluation set); the last two are None with --val-limit 0.
+
+    The validation loss is computed on val2017 filtered like the training data (no crowds, no
+    empty images), so it compares with the training loss; COCO AP uses every val image, as test.py.
+    """
+    root = Path(args.data_root)
+    train_set = CocoKeypoints(*coco_paths(root, "train"), train=True,
+                              transforms=get_transforms(True, flip_prob=args.flip_prob))
+    train_set = first(train_set, args.limit)
+    if args.val_limit == 0:
+        return train_set, None, None
+    val_dir, val_ann = coco_paths(root, "val")
+    val_loss_set = first(CocoKeypoints(val_dir, val_ann, train=True, transforms=get_transforms(False)), args.val_limit)
+    eval_set = first(CocoKeypoints(val_dir, val_ann, train=False, transforms=get_transforms(False)), args.val_limit)
+    return train_set, val_loss_set, eval_set
+
+
+def epoch_batches(sampler: DistributedSampler, group_ids: list[int] | None, batch_size: int,
+                  epoch: int) -> list[list[int]]:
+    """This process's batches of dataset indices for `epoch`: a fixed function of (seed, epoch),
+    so a resumed run sees the same order and can skip the batches it already trained on."""
+    sampler.set_epoch(epoch)
+    if group_ids is None:
+        batches = list(BatchSampler(sampler, batch_size, drop_last=True))
+    else:
+        # Its batch count depends on len(sampler) only: every process runs the same number of steps.
+        batches = list(GroupedBatchSampler(sampler, group_ids, batch_size))
+    return batches
+
+
+def to_device(images, targets, device: torch.device):
+    images = [img.to(device, non_blocking=True) for img in images]
+    targets = [{k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in t.items()} for t in targets]
+    return images, targets
+
+
+# --------------------------------------------------------------------------------------
+# Schedule, interrupts, checkpoints
+# --------------------------------------------------------------------------------------
+def lr_factor(iters_per_epoch: int, milestones: Sequence[int], gamma: float, warmup_iters: int,
+              warmup_factor: float) -> Callable[[int], float]:
+    """lr multiplier at iteration `it` (counted from 0 over the whole run): linear warm-up, then
+    x gamma at each milestone epoch. One per-iteration schedule, so its state is one counter."""
+    milestone_iters = sorted(m * iters_per_epoch for m in milestones)
+
+    def factor(it: int) -> float:
+        warm = warmup_factor + (1 - warmup_factor) * it / warmup_iters if it < warmup_iters else 1.0
+        return warm * gamma ** bisect.bisect_right(milestone_iters, it)
+    return factor
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def interrupts_as_keyboard_interrupt() -> Iterator[None]:
+    """SIGTERM (cluster pre-emption, torchrun shutting down) is treated like Ctrl-C."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def interrupts_held() -> Iterator[None]:
+    """Hold Ctrl-C/SIGTERM while the weights, optimizer and scheduler update, so an interrupt
+    never lands between them and a saved checkpoint is always one consistent step."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    previous = {s: signal.signal(s, lambda signum, frame: received.append(signum)) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    if received:
+        raise KeyboardInterrupt
+
+
+@dataclass
+class Progress:
+    """Where the run stands: `epoch` epochs done, `step` batches of the next one done."""
+    epoch: int = 0
+    step: int = 0
+    loss_sums: list[float] = field(default_factory=lambda: [0.0] * len(LOSS_NAMES))
+    lr: float = 0.0  # of the last step
+
+
+def full_checkpoint(model, optimizer, scheduler, scaler, progress: Progress, args, config: dict,
+                    history: list[dict], best_ap: float | None, iters_per_epoch: int, world_size: int) -> dict:
+    return {
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "lr_scheduler": scheduler.state_dict(),
+        "scaler": scaler.state_dict(),
+        "epoch": progress.epoch,
+        "epoch_step": progress.step,
+        "epoch_loss_sums": list(progress.loss_sums),
+        "epoch_lr": progress.lr,
+        "iters_per_epoch": iters_per_epoch,
+        "world_size": world_size,
+        "args": plain_args(args),
+        "model_config": config,
+        "history": history,
+        "best_keypoint_ap": best_ap,
+    }
+
+
+def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+
+
+def save_log(path: Path, args, config: dict, history: list[dict]) -> None:
+    text = json.dumps({"args": plain_args(args), "model_config": config, "epochs": history}, indent=1)
+    write_atomic(path, lambda p: p.write_text(text + "\n"))
+
+
+def save_plot(path: Path, history: list[dict], title: str) -> None:
+    from matplotlib.figure import Figure  # no pyplot: no GUI backend, no global figure state
+
+    evaluated = [h for h in history if h.get("keypoint_AP") is not None]
+    fig = Figure(figsize=(11 if evaluated else 6, 4), dpi=100)
+    ax = fig.add_subplot(1, 2 if evaluated else 1, 1)
+    epochs = [h["epoch"] for h in history]
+    ax.plot(epochs, [h["train_loss"] for h in history], "o-", label="train")
+    if any(h.get("val_loss") is not None for h in history):
+        ax.plot([h["epoch"] for h in history if h.get("val_loss") is not None],
+                [h["val_loss"] for h in history if h.get("val_loss") is not None], "s-", label="val")
+    ax.set(xlabel="epoch", ylabel="loss (sum of the 5 losses)", title=title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    if evaluated:
+        ax = fig.add_subplot(1, 2, 2)
+        ax.plot([h["epoch"] for h in evaluated], [h["box_AP"] for h in evaluated], "o-", label="box AP")
+        ax.plot([h["epoch"] for h in evaluated], [h["keypoint_AP"] for h in evaluated], "s-", label="keypoint AP")
+        ax.set(xlabel="epoch", ylabel="COCO AP (val)", title="validation AP")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    write_atomic(path, lambda p: fig.savefig(p, format="png"))
+
+
+# --------------------------------------------------------------------------------------
+# One epoch of training, validation loss
+# --------------------------------------------------------------------------------------
+def reduce_mean(values: torch.Tensor, world_size: int) -> torch.Tensor:
+    if world_size > 1:
+        dist.all_reduce(values)
+        values = values / world_size
+    return values
+
+
+def train_one_epoch(model, optimizer, scheduler, scaler, loader, device, progress: Progress, args,
+                    iters_per_epoch: int, world_size: int, show: bool) -> None:
+    """Train over `loader`, updating `progress` after every completed step."""
+    from tqdm import tqdm
+
+    model.train()
+    use_amp = scaler.is_enabled()
+    bar = tqdm(loader, total=iters_per_epoch, initial=progress.step, disable=not show, dynamic_ncols=True,
+               desc=f"epoch {progress.epoch + 1}/{args.epochs}")
+    for images, targets in bar:
+        images, targets = to_device(images, targets, device)
+        with torch.autocast(device.type, enabled=use_amp):
+            loss_dict = model(images, targets)
+        values = reduce_mean(torch.stack([loss_dict[k].detach().float() for k in LOSS_NAMES]), world_size)
+        if not bool(torch.isfinite(values).all()):
+            bad = ", ".join(f"{k}={v:g}" for k, v in zip(LOSS_NAMES, values.tolist()) if not math.isfinite(v))
+            raise utils.UserError(
+                f"non-finite loss at epoch {progress.epoch + 1}, iteration {progress.step + 1}/{iters_per_epoch} "
+                f"({bad}); stopped. Lower --lr or raise --warmup-iters; the last good checkpoint is "
+                f"{Path(args.output_dir) / LAST_CHECKPOINT} (epoch {progress.epoch})")
+        loss = sum(loss_dict[k] for k in LOSS_NAMES)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        with interrupts_held():
+            progress.lr = optimizer.param_groups[0]["lr"]
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            progress.loss_sums = [s + v for s, v in zip(progress.loss_sums, values.tolist())]
+            progress.step += 1
+        if show:
+            means = [s / progress.step for s in progress.loss_sums]
+            parts = " ".join(f"{n} {m:.3f}" for n, m in zip(SHORT_LOSS_NAMES, means))
+            bar.set_postfix_str(f"loss {sum(means):.3f} {parts} lr {progress.lr:.2e}",
+                                refresh=False)
+    bar.close()
+
+
+@torch.no_grad()
+def validation_loss(model, loader, device, use_amp: bool, world_size: int) -> dict[str, float] | None:
+    """Mean losses over `loader`. torchvision returns losses only in train mode, so the model
+    runs in train mode with BatchNorm in eval mode (the val images must not move its statistics)
+    and at the test-time size, so that epochs compare."""
+    model.train()
+    for m in model.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.eval()
+    sizes = model.transform.min_size
+    model.transform.min_size = sizes[-1:]
+    sums = torch.zeros(len(LOSS_NAMES) + 1, dtype=torch.float64, device=device)
+    try:
+        for images, targets in loader:
+            images, targets = to_device(images, targets, device)
+            with torch.autocast(device.type, enabled=use_amp):
+                loss_dict = model(images, targets)
+            sums[:-1] += torch.stack([loss_dict[k].detach().double() for k in LOSS_NAMES]) * len(images)
+            sums[-1] += len(images)
+    finally:
+        model.transform.min_size = sizes
+        model.train()
+    if world_size > 1:
+        dist.all_reduce(sums)
+    if sums[-1] == 0:
+        return None
+    means = (sums[:-1] / sums[-1]).tolist()
+    return dict(zip(LOSS_NAMES, means))
+
+
+# --------------------------------------------------------------------------------------
+# The run
+# --------------------------------------------------------------------------------------
+def main(argv: Sequence[str] | None = None) -> Path | None:
+    """Train; returns the final weights' path (None on other ranks than 0 under torchrun)."""
+    args = parse_args(argv)
+    with utils.cli_errors(), interrupts_as_keyboard_interrupt():
+        info, device = utils.init_distributed(args.device)
+        try:
+            return train(args, info, device)
+        except DatasetError as e:  # bad data files; from a DataLoader worker the message holds a traceback
+            raise utils.UserError(str(e).strip().splitlines()[-1].split("DatasetError: ", 1)[-1]) from None
+        finally:
+            utils.cleanup_distributed()
+
+
+def train(args: argparse.Namespace, info: utils.DistInfo, device: torch.device) -> Path | None:
+    log = print if info.is_main else (lambda *a, **k: None)
+
+    # ---- settings: fresh, or restored from the checkpoint we resume ----------------------------
+    resume_ckpt, resume_path = None, None
+    if args.resume is not None:
+        resume_path = Path(args.resume) if args.resume else Path(args.output_dir) / LAST_CHECKPOINT
+        if not resume_path.is_file():
+            raise utils.UserError(f"--resume: no checkpoint at {resume_path}")
+        resume_ckpt = utils.load_checkpoint(resume_path)
+        missing = [k for k in ("model", "optimizer", "lr_scheduler", "epoch", "args", "model_config") if k not in resume_ckpt]
+        if missing:
+            raise utils.UserError(f"--resume: {resume_path} is not a full training checkpoint (no {missing[0]!r}); "
+                                  "use it with --weights to start a new run from its weights")
+        args = restore_args(args, resume_ckpt["args"], resume_path)
+    check_args(args, info.world_size)
+    output_dir = Path(args.output_dir)
+    use_amp = args.amp and device.type == "cuda"
+    if args.amp and not use_amp:
+        log("note: --amp needs CUDA; training in float32")
+
+    if resume_ckpt is not None:
+        frozen_bn = bool(resume_ckpt["model_config"]["frozen_bn"])
+    elif args.weights in ("coco", "imagenet"):
+        frozen_bn = True
+    elif args.weights == "none":
+        frozen_bn = False
+    else:  # a checkpoint: its model settings fill in the flags not typed
+        state_dict, saved = utils.load_weights(args.weights)
+        saved = saved or {}
+        if "backbone" not in args.explicit:
+            args.backbone = saved.get("backbone") or utils.guess_backbone(state_dict) or args.backbone
+        if "keypoint_head" not in args.explicit:
+            args.keypoint_head = saved.get("keypoint_head") or utils.guess_keypoint_head(state_dict)
+        frozen_bn = bool(saved.get("frozen_bn", True))
+        del state_dict
+    if args.trainable_layers is None:  # torchvision: 3 stages from pretrained weights, all from scratch
+        args.trainable_layers = 3 if frozen_bn else (6 if args.backbone.startswith("mobilenet") else 5)
+
+    # ---- data ----------------------------------------------------------------------------------
+    train_set, val_loss_set, eval_set = build_datasets(args)
+    per_process_batch = args.batch_size // info.world_size
+    # DistributedSampler also for one process: its set_epoch(epoch) makes each epoch's order a
+    # function of (seed, epoch), which is what lets --resume replay it.
+    sampler = DistributedSampler(train_set, num_replicas=info.world_size, rank=info.rank, shuffle=True, seed=args.seed)
+    group_ids = create_aspect_ratio_groups(train_set, k=args.aspect_ratio_group_factor) \
+        if args.aspect_ratio_group_factor >= 0 else None
+    iters_per_epoch = len(epoch_batches(sampler, group_ids, per_process_batch, 0))
+    if iters_per_epoch == 0:
+        raise utils.UserError(f"{len(train_set)} training image(s) make no full batch of {per_process_batch} "
+                              f"per process; lower --batch-size or raise --limit")
+    val_loader = None
+    if val_loss_set is not None and len(val_loss_set):
+        shard = Subset(val_loss_set, range(info.rank, len(val_loss_set), info.world_size))
+        val_loader = DataLoader(shard, batch_size=per_process_batch, shuffle=False, num_workers=args.workers,
+                                collate_fn=collate_fn, pin_memory=device.type == "cuda")
+
+    # ---- model, optimizer, schedule --------------------------------------------------------------
+    utils.seed_everything(args.seed)
+    model = utils.build_model(args.backbone, "none" if resume_ckpt is not None else args.weights,
+                              min_size=args.min_size, max_size=args.max_size,
+                              trainable_layers=args.trainable_layers, frozen_bn=frozen_bn,
+                              keypoint_head=args.keypoint_head,
+                              box_batch_size_per_image=args.box_batch_size_per_image)
+    config = utils.model_config(args.backbone, utils.NUM_KEYPOINTS, args.min_size, args.max_size, frozen_bn,
+                                args.keypoint_head)
+    model.to(device)
+    model_without_ddp = model
+    if info.distributed:
+        model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+    params = [p for p in model_without_ddp.parameters() if p.requires_grad]
+    optimizer = torch.optim.SGD(params, lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(
+        iters_per_epoch, args.milestones, args.gamma, args.warmup_iters, args.warmup_factor))
+    scaler = torch.amp.GradScaler(device.type, enabled=use_amp)
+
+    progress, history, best_ap = Progress(), [], None
+    if resume_ckpt is not None:
+        utils.apply_state_dict(model_without_ddp, resume_ckpt["model"], source=str(resume_path))
+        optimizer.load_state_dict(resume_ckpt["optimizer"])
+        scheduler.load_state_dict(resume_ckpt["lr_scheduler"])
+        if resume_ckpt.get("scaler"):
+            scaler.load_state_dict(resume_ckpt["scaler"])
+        progress = Progress(int(resume_ckpt["epoch"]), int(resume_ckpt.get("epoch_step", 0)),
+                            list(resume_ckpt.get("epoch_loss_sums") or [0.0] * len(LOSS_NAMES)),
+                            float(resume_ckpt.get("epoch_lr", 0.0)))
+        if progress.epoch > args.epochs:
+            raise utils.UserError(f"--epochs {args.epochs}: {resume_path} has already done {progress.epoch} epochs")
+        # An interrupt between logging an epoch and saving it must not log that epoch twice.
+        history = [h for h in resume_ckpt.get("history", []) if h["epoch"] <= progress.epoch]
+        best_ap = resume_ckpt.get("best_keypoint_ap")
+        if resume_ckpt.get("iters_per_epoch") != iters_per_epoch:
+            log(f"note: {iters_per_epoch} iterations per epoch now, {resume_ckpt.get('iters_per_epoch')} in the "
+                "checkpoint (other data, batch or process count): milestones move accordingly")
+            if progress.step:
+                progress.step, progress.loss_sums = 0, [0.0] * len(LOSS_NAMES)
+                log("note: the interrupted epoch restarts from its beginning")
+        del resume_ckpt
+
+    stem = Path(utils.checkpoint_name(args.epochs, args.batch_size, args.lr, args.momentum)).stem
+    last_path, best_path = output_dir / LAST_CHECKPOINT, output_dir / BEST_CHECKPOINT
+    final_path, log_path, plot_path = (output_dir / f"{stem}{ext}" for ext in (".pth", ".json", ".png"))
+    sizes = "-".join(str(s) for s in sorted({min(args.min_size), max(args.min_size)}))
+    log(f"train: {len(train_set)} images from {args.data_root}, {iters_per_epoch} iterations/epoch, batch "
+        f"{args.batch_size} ({info.world_size} process(es) x {per_process_batch}), device {device}")
+    head = args.keypoint_head
+    head = f"{head[0]}x{len(head)}" if len(set(head)) == 1 else ",".join(map(str, head))
+    log(f"model: {args.backbone} FPN, weights {args.weights}, keypoint head {head}, image size {sizes} "
+        f"(max {args.max_size}), {'frozen' if frozen_bn else 'trained'} BatchNorm")
+    if val_loader is None:
+        log("validation: off")
+    else:
+        log(f"validation: {len(val_loss_set)} images for the loss, {len(eval_set)} for COCO AP "
+            f"{'every ' + str(args.eval_every) + ' epoch(s)' if args.eval_every else 'never (--eval-every 0)'}")
+    if resume_path is not None:
+        log(f"resuming {resume_path}: {progress.epoch} epoch(s) done"
+            + (f", {progress.step} iteration(s) into epoch {progress.epoch + 1}" if progress.step else ""))
+
+    # ---- epochs ------------------------------------------------------------------------------------
+    def checkpoint() -> dict:
+        return full_checkpoint(model_without_ddp, optimizer, scheduler, scaler, progress, args, config,
+                               history, best_ap, iters_per_epoch, info.world_size)
+
+    try:
+        while progress.epoch < args.epochs:
+            epoch = progress.epoch
+            started = time.time()
+            # Each epoch's randomness (flips, scales, RoI sampling, worker seeds) depends only on
+            # (seed, epoch, rank): an epoch redone after a crash is the same epoch.
+            utils.seed_everything(args.seed + epoch * info.world_size + info.rank)
+            batches = epoch_batches(sampler, group_ids, per_process_batch, epoch)
+            loader = DataLoader(train_set, batch_sampler=batches[progress.step:], num_workers=args.workers,
+                                collate_fn=collate_fn, pin_memory=device.type == "cuda")
+            train_one_epoch(model, optimizer, scheduler, scaler, loader, device, progress, args,
+                            iters_per_epoch, info.world_size, show=info.is_main)
+
+            val = validation_loss(model_without_ddp, val_loader, device, use_amp, info.world_size) \
+                if val_loader is not None else None
+            metrics = {}
+            last_epoch = epoch + 1 == args.epochs
+            if eval_set is not None and args.eval_every and ((epoch + 1) % args.eval_every == 0 or last_epoch):
+                metrics, _ = utils.evaluate_dataset(model_without_ddp, eval_set, device, batch_size=per_process_batch,
+                                                    workers=args.workers, amp=use_amp, verbose=True,
+                                                    desc=f"eval epoch {epoch + 1}")
+                model.train()
+
+            train_losses = [s / max(progress.step, 1) for s in progress.loss_sums]
+            entry: dict[str, Any] = {"epoch": epoch + 1, "lr": progress.lr,
+                                     "train_loss": sum(train_losses), **dict(zip(LOSS_NAMES, train_losses)),
+                                     "val_loss": sum(val.values()) if val else None}
+            if val:
+                entry.update({f"val_{k}": v for k, v in val.items()})
+            if metrics:
+                entry.update(box_AP=metrics["bbox"]["AP"], keypoint_AP=metrics["keypoints"]["AP"], metrics=metrics)
+            entry["time_s"] = round(time.time() - started, 1)
+            history.append(entry)
+            is_best = bool(metrics) and (best_ap is None or metrics["keypoints"]["AP"] > best_ap)
+            if is_best:
+                best_ap = metrics["keypoints"]["AP"]
+            progress = Progress(epoch + 1)
+            if info.is_main:
+                ckpt = checkpoint()
+                utils.atomic_save(ckpt, last_path)
+                if is_best:
+                    utils.atomic_save(ckpt, best_path)
+                del ckpt
+                save_log(log_path, args, config, history)
+                save_plot(plot_path, history, stem)
+            summary = f"epoch {epoch + 1}/{args.epochs}: train loss {entry['train_loss']:.4f} (" + \
+                " ".join(f"{n} {v:.3f}" for n, v in zip(SHORT_LOSS_NAMES, train_losses)) + ")"
+            if val:
+                summary += f" | val loss {entry['val_loss']:.4f}"
+            if metrics:
+                summary += f" | {utils.format_metrics_line(metrics)}" + (" (best)" if is_best else "")
+            log(summary + f" | lr {entry['lr']:.2e} | {entry['time_s']:.0f}s")
+    except KeyboardInterrupt:
+        if info.is_main:
+            utils.atomic_save(checkpoint(), last_path)
+            where = f"epoch {progress.epoch + 1}, iteration {progress.step}/{iters_per_epoch}" \
+                if progress.epoch < args.epochs else "the end"
+            print(f"\ninterrupted at {where}: saved {last_path}; continue with: python train.py --resume {last_path}",
+                  flush=True)
+        raise SystemExit(130) from None
+
+    # ---- the final weights: a plain state_dict, like torchvision's own ----------------------
+    if info.is_main:
+        utils.atomic_save(model_without_ddp.state_dict(), final_path)
+        log(f"done: final weights {final_path}")
+        log(f"      full checkpoints {last_path}" + (f", {best_path} (keypoint AP {best_ap:.3f})" if best_ap is not None else ""))
+        log(f"      log {log_path}, plot {plot_path}")
+    utils.barrier()
+    return final_path if info.is_main else None
+
+
+if __name__ == "__main__":
+    main()
