@@ -169,15 +169,15 @@ def load_detector(args: argparse.Namespace, device: torch.device, half: bool) ->
     weights = utils.resolve_weights(args.weights)
     how = "" if args.weights else "  (default: newest e*_b*_lr*_m*.pth here, else torchvision's COCO weights)"
     print(f"weights: {utils.describe_weights(weights)}{how}")
-    model, config = utils.load_model(weights, args.backbone, args.min_size, args.max_size)
+    model, config = utils.load_model(weights, args.backbone, args.min_size, args.max_size,
+                                     rpn_post_nms_top_n_test=args.proposals)
     # Persons below the display threshold are dropped before the keypoint head, the costly part.
     model.roi_heads.score_thresh = args.score_thresh
     model.roi_heads.detections_per_img = args.max_persons
-    model.rpn._post_nms_top_n["testing"] = args.proposals
     utils.fold_batchnorm(model)  # exact for inference; benchmark.py: ~1.1x on a CPU
     model.to(device)
     if device.type == "cpu":
-        # benchmark.py: the model alone runs ~1.25x faster with NHWC weights on a CPU (oneDNN).
+        # benchmark.py: the model alone runs ~1.15x faster with NHWC weights on a 2-thread CPU (oneDNN).
         model.to(memory_format=torch.channels_last)
     print(f"model: {config['backbone']}, images resized to {config['min_size'][0]} (max {config['max_size']}); "
           f"device {device}{', float16' if half else ''}")
