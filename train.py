@@ -96,7 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--limit", type=int, default=None, metavar="N", help="train on the first N training images only")
     g.add_argument("--val-limit", type=int, default=None, metavar="N",
                    help="validate on the first N val2017 images only (0: no validation at all)")
-    g.add_argument("-j", "--workers", type=int, default=4, help="data loading processes per GPU/process")
+    g.add_argument("-j", "--workers", type=int, default=min(4, os.cpu_count() or 1),
+                   help="data loading processes per GPU/process")
     g.add_argument("--flip-prob", type=float, default=0.5, help="probability of a horizontal flip in training")
     g.add_argument("--aspect-ratio-group-factor", type=int, default=3,
                    help="batch images of similar aspect ratio (k bins per side, torchvision's 3); -1: off")
