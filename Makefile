@@ -27,14 +27,14 @@ test: $(STAMP)
 	$(PY) -m pytest tests
 
 # A ResNet-18 FPN with a light keypoint head, from scratch (no pretrained weights needed),
-# at 192 px: about 400 SGD steps, a few minutes on 2 CPU cores. It finds the sample people;
+# at 192 px: about 260 SGD steps, a few minutes on 2 CPU cores. It finds the sample people;
 # real skeletons need the COCO recipe (see README, Training).
 DEMO_TRAIN = --data-root $(DEMO_DATA) --output-dir $(DEMO_OUT) --device cpu --backbone resnet18 \
 	--weights none --min-size 192 --max-size 288 --keypoint-head 128x4 --box-batch-size-per-image 32 \
 	-b 2 --lr 0.01 --epochs 4 --milestones 3 --warmup-iters 50 --eval-every 4 --val-limit 16 -j 2
 
 demo: $(STAMP)
-	@test -f $(DEMO_DATA)/annotations/person_keypoints_val2017.json || $(PY) dataset.py --sample $(DEMO_DATA) --images 200
+	@test -f $(DEMO_DATA)/annotations/person_keypoints_val2017.json || $(PY) dataset.py --sample $(DEMO_DATA) --images 120
 	$(PY) train.py $(DEMO_TRAIN)
 	$(PY) test.py --data-root $(DEMO_DATA) --weights $(DEMO_OUT)/last.pth --device cpu \
 		--save-results $(DEMO_OUT)/results.json --save-metrics $(DEMO_OUT)/metrics.json
