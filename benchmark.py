@@ -12,7 +12,7 @@ time / the baseline's time, measured in this same run, so lower is better):
   data        dataset items (decode + target + flip): dataset.CocoKeypoints against PIL + ToTensor.
   train       one iteration of train.py's loop (train_one_epoch) against a plain loop doing the
               same thing (torchvision tutorial style), same model, batches and seeds; AMP vs fp32 on CUDA.
-  eval        COCOeval of the same detections: utils.coco_evaluate against plain pycocotools.
+  eval        COCOeval of the same detections: coco_eval.coco_evaluate against plain pycocotools.
 Each side also reports its peak memory: the CUDA allocator's peak on a GPU, else the process's
 peak resident memory (RSS) during that side's runs (Linux resets it per run; elsewhere it is the
 process's running maximum, so read it as an upper bound).
@@ -36,34 +36,38 @@ import argparse
 import contextlib
 import copy
 import io
-import json
 import math
-import os
-import platform
-import re
-import resource
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from statistics import median
 from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
+import torchvision
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from PIL import Image
+from pycocotools.cocoeval import COCOeval
 
+import coco_eval
+import detect
+import media
+import models
+import train
 import utils
+from dataset import (CocoKeypoints, RandomHorizontalFlip, collate_fn, get_transforms, load_coco, read_image,
+                     zero_invisible_keypoints)
+from benchmark_data import DISPLAY_THRESH, benchmark_frames, random_weights, resolve_data_root, synthetic_detections
+from timing import HEADER, Row, Table, compared, describe_device, fmt_time, measure, sync
+from utils import coco_paths
 
 REPO = Path(__file__).resolve().parent
-COCO_MINI = REPO.parent / "shared" / "data" / "coco-mini"
 DEFAULT_JSON = "runs/benchmark.json"
 GROUPS = ("detect", "resolution", "option", "data", "train", "eval")
-# The original project drew persons above 0.9 and ran the model at torchvision's default 0.05.
-DISPLAY_THRESH = 0.9
-ORIGINAL_MODEL_THRESH = 0.05
-# Acceptance targets from the issue: row name -> the largest ratio allowed.
-TARGETS = {"detect: frame, end to end": 0.5, "detect: pipeline overhead": 0.10, "train: iteration": 1.0}
 
 # (--quick value, full value) of the settings --quick changes.
 PRESETS = {
@@ -76,341 +80,69 @@ PRESETS = {
 # Command line
 # --------------------------------------------------------------------------------------
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    from train import keypoint_head_arg
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n", 1)[1],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     quick = ", ".join(f"--{k.replace('_', '-')} {q}" for k, (q, _) in PRESETS.items())
     p.add_argument("--quick", action="store_true", help=f"small settings: {quick}")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--threads", type=utils.positive_int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--data-root", default=None, help="COCO layout (default: coco-mini beside the repo, else sample data)")
     p.add_argument("--json", default=DEFAULT_JSON, help=f"write the results here (default: {DEFAULT_JSON})")
     p.add_argument("--only", nargs="+", choices=GROUPS, default=list(GROUPS), help="row groups to run (default: all)")
-    p.add_argument("--repeats", type=int, default=None, help="timed runs per row (default: 5, --quick 3)")
-    p.add_argument("--warmup", type=int, default=None, help="untimed runs first (default: 1)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--repeats", type=utils.positive_int, default=None, help="timed runs per row (default: 5, --quick 3)")
+    p.add_argument("--warmup", type=utils.nonnegative_int, default=None, help="untimed runs first (default: 1)")
+    p.add_argument("--seed", type=utils.nonnegative_int, default=0)
 
     g = p.add_argument_group("detect, resolution, option rows")
     g.add_argument("--weights", default=None,
                    help="a checkpoint or 'coco' for both paths (default: a seeded random model, see above)")
-    g.add_argument("--backbone", choices=utils.BACKBONES, default="resnet50", help="random model's backbone")
-    g.add_argument("--keypoint-head", type=keypoint_head_arg, default=None, metavar="WxD",
+    g.add_argument("--backbone", choices=models.BACKBONES, default="resnet50", help="random model's backbone")
+    g.add_argument("--keypoint-head", type=utils.keypoint_head_arg, default=None, metavar="WxD",
                    help="random model's keypoint head (default: torchvision's 512x8)")
-    g.add_argument("--min-size", type=int, default=None, help="resolution of the detect comparison (default: 800, --quick 640)")
-    g.add_argument("--max-size", type=int, default=utils.DEFAULT_MAX_SIZE)
-    g.add_argument("--sizes", type=int, nargs="+", default=[800, 640, 480], help="resolution rows")
-    g.add_argument("--frames", type=int, default=None, help="val images per detect run (default: 3, --quick 1)")
-    g.add_argument("--proposals", type=int, default=1000,
+    g.add_argument("--min-size", type=utils.image_side, default=None, help="resolution of the detect comparison (default: 800, --quick 640)")
+    g.add_argument("--max-size", type=utils.image_side, default=models.DEFAULT_MAX_SIZE)
+    g.add_argument("--sizes", type=utils.image_side, nargs="+", default=[800, 640, 480], help="resolution rows")
+    g.add_argument("--frames", type=utils.positive_int, default=None, help="val images per detect run (default: 3, --quick 1)")
+    g.add_argument("--proposals", type=utils.positive_int, default=1000,
                    help="RPN proposals per frame on both paths (default: torchvision's 1000)")
-    g.add_argument("--fewer-proposals", type=int, default=300, help="the proposals of the 'fewer proposals' option row")
-    g.add_argument("--boxes-at-005", type=int, default=None, metavar="N",
+    g.add_argument("--fewer-proposals", type=utils.positive_int, default=300, help="the proposals of the 'fewer proposals' option row")
+    g.add_argument("--boxes-at-005", type=utils.nonnegative_int, default=None, metavar="N",
                    help="random model: make N boxes pass 0.05 on the frames, i.e. reach the original's keypoint "
                         "head (default: as many as the untouched random model lets through)")
     g.add_argument("--compile", action="store_true", help="also time torch.compile (the compile itself takes minutes)")
 
     g = p.add_argument_group("data, train, eval rows")
-    g.add_argument("--data-items", type=int, default=None, help="train images per data run (default: 80, --quick 24)")
-    g.add_argument("--train-backbone", choices=utils.BACKBONES, default=None, help="(default: resnet50, --quick resnet18)")
-    g.add_argument("--train-size", type=int, default=None, help="training image size (default: 512, --quick 320)")
-    g.add_argument("--train-keypoint-head", type=keypoint_head_arg, default=None, metavar="WxD",
+    g.add_argument("--data-items", type=utils.positive_int, default=None, help="train images per data run (default: 80, --quick 24)")
+    g.add_argument("--train-backbone", choices=models.BACKBONES, default=None, help="(default: resnet50, --quick resnet18)")
+    g.add_argument("--train-size", type=utils.image_side, default=None, help="training image size (default: 512, --quick 320)")
+    g.add_argument("--train-keypoint-head", type=utils.keypoint_head_arg, default=None, metavar="WxD",
                    help="(default: 512x8, --quick 128x4)")
-    g.add_argument("--train-batch", type=int, default=2, help="images per training iteration")
-    g.add_argument("--train-rois", type=int, default=512, help="RoIs sampled per image (train.py --box-batch-size-per-image)")
-    g.add_argument("--eval-detections", type=int, default=20, help="synthetic detections per val image for COCOeval")
+    g.add_argument("--train-batch", type=utils.positive_int, default=2, help="images per training iteration")
+    g.add_argument("--train-rois", type=utils.positive_int, default=512, help="RoIs sampled per image (train.py --box-batch-size-per-image)")
+    g.add_argument("--eval-detections", type=utils.positive_int, default=20, help="synthetic detections per val image for COCOeval")
     args = p.parse_args(argv)
 
     for name, (quick_value, full_value) in PRESETS.items():
         if getattr(args, name) is None:
             value = quick_value if args.quick else full_value
-            setattr(args, name, keypoint_head_arg(value) if name == "train_keypoint_head" else value)
-    for name in ("repeats", "frames", "data_items", "train_batch", "train_rois", "eval_detections", "proposals",
-                 "fewer_proposals", "min_size", "train_size"):
-        if getattr(args, name) < 1:
-            p.error(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
-    if args.boxes_at_005 is not None and args.boxes_at_005 < 0:
-        p.error(f"--boxes-at-005 must be 0 or more, got {args.boxes_at_005}")
-    if args.warmup < 0:
-        p.error(f"--warmup must be 0 or more, got {args.warmup}")
-    if args.threads is not None and args.threads < 1:
-        p.error(f"--threads must be at least 1, got {args.threads}")
+            setattr(args, name, utils.keypoint_head_arg(value) if name == "train_keypoint_head" else value)
     return args
 
 
 # --------------------------------------------------------------------------------------
 # Timing and memory
 # --------------------------------------------------------------------------------------
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def reset_peak_memory(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-        return
-    with contextlib.suppress(OSError):  # Linux >= 4.0: "5" resets VmHWM to the current RSS
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-
-
-def peak_memory_mib(device: torch.device) -> float:
-    """CUDA: the allocator's peak since the last reset. CPU: the process's peak RSS since then
-    (VmHWM), or its all-time peak where /proc is missing."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    with contextlib.suppress(OSError, AttributeError):
-        with open("/proc/self/status") as f:
-            return int(re.search(r"VmHWM:\s+(\d+) kB", f.read()).group(1)) / 1024
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB on Linux
-
-
-@dataclass
-class Samples:
-    times: list[float] = field(default_factory=list)
-    peak_mib: float = 0.0
-    extra: dict[str, list[float]] = field(default_factory=dict)  # per-run numbers a function reports
-
-    @property
-    def median(self) -> float:
-        return median(self.times)
-
-    def extra_median(self, key: str) -> float:
-        return median(self.extra[key])
-
-
-def measure(functions: dict[str, Callable[[int], dict[str, float] | None]], repeats: int, warmup: int,
-            device: torch.device, per_run: float = 1.0) -> dict[str, Samples]:
-    """Time each function `warmup + repeats` times, interleaved (a, b, b, a, a, b, ...) so that a
-    machine getting busier or quieter slows every side alike. A function gets the run index
-    (warm-up runs included) and may return numbers of its own (e.g. its model time). Times are
-    divided by `per_run` (e.g. the frames processed per run)."""
-    samples = {name: Samples() for name in functions}
-    names = list(functions)
-    for run in range(warmup + repeats):
-        for name in (names if run % 2 == 0 else names[::-1]):
-            sync(device)
-            reset_peak_memory(device)
-            start = time.perf_counter()
-            extra = functions[name](run)
-            sync(device)
-            elapsed = time.perf_counter() - start
-            if run < warmup:
-                continue
-            s = samples[name]
-            s.times.append(elapsed / per_run)
-            s.peak_mib = max(s.peak_mib, peak_memory_mib(device))
-            for key, value in (extra or {}).items():
-                s.extra.setdefault(key, []).append(value / per_run)
-    return samples
 
 
 # --------------------------------------------------------------------------------------
 # The table
 # --------------------------------------------------------------------------------------
-@dataclass
-class Row:
-    group: str
-    name: str
-    ours: float
-    baseline: float
-    baseline_label: str
-    unit: str = "s"
-    peak_mib_ours: float | None = None
-    peak_mib_baseline: float | None = None
-    note: str = ""
-    runs_ours: list[float] = field(default_factory=list)
-    runs_baseline: list[float] = field(default_factory=list)
-
-    @property
-    def ratio(self) -> float:
-        return self.ours / self.baseline if self.baseline > 0 else math.inf
-
-    @property
-    def target(self) -> float | None:
-        return TARGETS.get(self.name)
-
-    def to_json(self) -> dict[str, Any]:
-        d = {k: getattr(self, k) for k in ("group", "name", "ours", "baseline", "baseline_label", "unit",
-                                            "peak_mib_ours", "peak_mib_baseline", "note", "runs_ours", "runs_baseline")}
-        d.update(ratio=self.ratio, target=self.target, ok=None if self.target is None else self.ratio <= self.target)
-        return d
-
-
-def compared(group: str, name: str, ours: Samples, baseline: Samples, baseline_label: str, note: str = "") -> Row:
-    """A row from two measured sides: their medians, peak memory and every timed run."""
-    return Row(group, name, ours.median, baseline.median, baseline_label, "s", ours.peak_mib, baseline.peak_mib, note,
-               ours.times, baseline.times)
-
-
-HEADER = f"{'row':<38} {'ours':>10} {'baseline':>10} {'ratio':>7} {'target':<9} {'peak MiB ours/base':>18}  baseline / note"
-
-
-def fmt_time(seconds: float, unit: str) -> str:
-    if unit != "s":
-        return f"{seconds:.3g} {unit}"
-    return f"{seconds * 1000:.1f} ms" if seconds < 1 else f"{seconds:.2f} s"
-
-
-def fmt_row(row: Row) -> str:
-    target = "" if row.target is None else f"<={row.target:g} " + ("ok" if row.ratio <= row.target else "FAIL")
-    mem = "/".join("-" if m is None else f"{m:.0f}" for m in (row.peak_mib_ours, row.peak_mib_baseline))
-    text = f"{row.name:<38} {fmt_time(row.ours, row.unit):>10} {fmt_time(row.baseline, row.unit):>10} " \
-           f"{row.ratio:>6.3f}x {target:<9} {mem:>18}  {row.baseline_label}"
-    return text + (f"; {row.note}" if row.note else "")
-
-
-class Table:
-    def __init__(self) -> None:
-        self.rows: list[Row] = []
-
-    def add(self, row: Row) -> None:
-        self.rows.append(row)
-        print(fmt_row(row), flush=True)
 
 
 # --------------------------------------------------------------------------------------
 # Data and weights
 # --------------------------------------------------------------------------------------
-def resolve_data_root(data_root: str | None) -> Path:
-    from dataset import coco_paths, make_sample_dataset
-
-    def complete(root: Path) -> bool:
-        return all(p.exists() for split in ("train", "val") for p in coco_paths(root, split))
-
-    if data_root is not None:
-        root = Path(data_root)
-        if not complete(root):
-            raise utils.UserError(f"--data-root {root}: needs train2017/, val2017/ and "
-                                  "annotations/person_keypoints_{train,val}2017.json")
-        return root
-    for root in (COCO_MINI, Path("sample")):
-        if complete(root):
-            return root
-    root = Path("runs/benchmark/sample")
-    if not complete(root):
-        print(f"no COCO data found: generating a sample dataset in {root}")
-        make_sample_dataset(root, images=24, seed=0, val_images=8)
-    return root
-
-
-def benchmark_frames(data_root: Path, count: int) -> tuple[list[Path], int]:
-    """The first `count` val images (by id) with a labelled, non-crowd person, and how many
-    such persons they hold together."""
-    from dataset import coco_paths, load_coco
-
-    image_dir, ann_file = coco_paths(data_root, "val")
-    coco = load_coco(ann_file)
-    frames, persons = [], 0
-    for image_id in sorted(coco.imgs):
-        people = [a for a in coco.imgToAnns.get(image_id, [])
-                  if not a.get("iscrowd", 0) and a.get("num_keypoints", 0) > 0]
-        if people:
-            frames.append(image_dir / coco.imgs[image_id]["file_name"])
-            persons += len(people)
-        if len(frames) == count:
-            break
-    if not frames:
-        raise utils.UserError(f"{ann_file} has no image with a labelled person to benchmark on")
-    return frames, persons
-
-
-@dataclass
-class Calibration:
-    scale: float   # the person-vs-background logit becomes scale * logit + shift
-    shift: float
-    shown: int     # boxes >= DISPLAY_THRESH on the frames, after the box head's NMS
-    at_005: int    # boxes >= ORIGINAL_MODEL_THRESH, what the original sends to the keypoint head
-    natural_005: int  # the same count for the untouched random model
-
-
-def calibrate_classifier(model: torch.nn.Module, images: list[torch.Tensor], persons: int,
-                         boxes_at_005: int | None = None) -> Calibration:
-    """An affine map of the random box classifier's person logit such that, over `images`,
-    as many boxes pass DISPLAY_THRESH as the frames have annotated persons (a random classifier
-    puts nearly all of them far below 0.9, so our keypoint head would never run) and as many pass
-    ORIGINAL_MODEL_THRESH as the untouched random model lets through, or `boxes_at_005` (so the
-    original's keypoint head sees the random model's own count, not one chosen here). The map
-    keeps the ranking of the boxes; counts are after the box head's NMS, as the keypoint head
-    sees them."""
-    heads = model.roi_heads
-    captured: list[list[Any]] = []
-    hooks = [heads.box_roi_pool.register_forward_pre_hook(lambda m, inp: captured.append([inp[1], inp[2]])),
-             heads.box_predictor.register_forward_hook(lambda m, inp, out: captured[-1].extend(out))]
-    saved_thresh = heads.score_thresh
-    heads.score_thresh = 1.01  # nobody reaches the keypoint head while we look
-    try:
-        with torch.inference_mode():
-            for image in images:
-                model([image])
-
-            def count(scale: float, shift: float, thresh: float) -> int:
-                heads.score_thresh = thresh
-                total = 0
-                for proposals, shapes, logits, regression in captured:
-                    logits = logits * scale
-                    logits[:, 1] += shift
-                    _, scores, _ = heads.postprocess_detections(logits, regression, proposals, shapes)
-                    total += sum(len(s) for s in scores)
-                return total
-
-            def smallest_shift(scale: float, wanted: int) -> float:
-                """The smallest shift that shows `wanted` boxes (the count grows with the shift)."""
-                low, high = -60.0, 60.0
-                for _ in range(16):
-                    mid = (low + high) / 2
-                    low, high = (low, mid) if count(scale, mid, DISPLAY_THRESH) >= wanted else (mid, high)
-                return high
-
-            def shift_for(scale: float) -> float:
-                """Midway between showing `persons` boxes and showing one more: decoding the JPEG with
-                another library or another memory format must not change the count."""
-                return (smallest_shift(scale, persons) + smallest_shift(scale, persons + 1)) / 2
-
-            natural = count(1.0, 0.0, ORIGINAL_MODEL_THRESH)
-            wanted_005 = max(natural if boxes_at_005 is None else boxes_at_005, persons)
-            # A larger scale spreads the logits: fewer boxes between 0.9 and 0.05. Bisect log(scale)
-            # for the largest scale that still lets `wanted_005` boxes pass 0.05.
-            low, high = math.log(1e-3), math.log(1e3)
-            for _ in range(10):
-                mid = (low + high) / 2
-                scale = math.exp(mid)
-                low, high = (mid, high) if count(scale, shift_for(scale), ORIGINAL_MODEL_THRESH) >= wanted_005 \
-                    else (low, mid)
-            scale = math.exp(low)
-            shift = shift_for(scale)
-            return Calibration(scale, shift, count(scale, shift, DISPLAY_THRESH),
-                               count(scale, shift, ORIGINAL_MODEL_THRESH), natural)
-    finally:
-        heads.score_thresh = saved_thresh
-        for h in hooks:
-            h.remove()
-
-
-def random_weights(args: argparse.Namespace, frames: list[Path], persons: int, folder: Path) -> tuple[str, str]:
-    """A seeded random model saved as our checkpoint, its classifier calibrated on `frames`."""
-    from dataset import read_image
-
-    utils.seed_everything(args.seed)
-    settings = dict(min_size=args.min_size, max_size=args.max_size, frozen_bn=False, keypoint_head=args.keypoint_head)
-    model = utils.build_model(args.backbone, "none", rpn_post_nms_top_n_test=args.proposals, **settings).eval()
-    images = [read_image(f).float().div_(255) for f in frames]
-    c = calibrate_classifier(model, images, persons, args.boxes_at_005)
-    with torch.no_grad():
-        classifier = model.roi_heads.box_predictor.cls_score
-        classifier.weight.mul_(c.scale)
-        classifier.bias.mul_(c.scale)
-        classifier.bias[1] += c.shift
-    path = folder / "random_calibrated.pth"
-    utils.atomic_save({"model": model.state_dict(),
-                       "model_config": utils.model_config(args.backbone, **settings)}, path)
-    head = args.keypoint_head or utils.DEFAULT_KEYPOINT_HEAD
-    about = (f"random {args.backbone} (seed {args.seed}, keypoint head {head[0]}x{len(head)}), person logit x "
-             f"{c.scale:.3g} {c.shift:+.2f}: {c.shown} box(es) >= {DISPLAY_THRESH} ({persons} annotated person(s)) "
-             f"and {c.at_005} >= {ORIGINAL_MODEL_THRESH} (untouched random model: {c.natural_005}) "
-             f"on {len(frames)} frame(s) at {args.min_size} px")
-    return str(path), about
 
 
 # --------------------------------------------------------------------------------------
@@ -439,11 +171,6 @@ def original_frame(model: Callable, path: Path, device: torch.device) -> np.ndar
     the image, then limbs (plot) and keypoints (scatter) of each person above 0.9, rendered to
     an array. Written with matplotlib's object API instead of pyplot's global figure; the same
     artists are drawn and rendered."""
-    import torchvision
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-    from PIL import Image
-
     img = Image.open(path).convert("RGB")
     tensor = torchvision.transforms.ToTensor()(img).to(device)
     with torch.no_grad():
@@ -464,18 +191,14 @@ def original_frame(model: Callable, path: Path, device: torch.device) -> np.ndar
 
 
 def our_frame(model: Callable, path: Path, device: torch.device, half: bool, detect_args: argparse.Namespace) -> np.ndarray:
-    """detect.py's per-frame path for a file: read, detect_frame, annotate."""
-    import detect
-
-    frame = detect.read_image(str(path))
-    detections = detect.detect_frame(model, frame, device, half)
-    return detect.annotate(frame, detections, detect_args)
+    """detect.py's per-frame path for a file: read, then detect.process_frame (the model and the drawing)."""
+    frame = media.read_bgr(str(path))
+    detect.process_frame(model, frame, device, half, detect_args)
+    return frame
 
 
 def load_detectors(weights: str, args: argparse.Namespace, device: torch.device, first_frame: Path):
     """(ours as detect.py prepares it, the baseline model, detect.py's args, half)."""
-    import detect
-
     detect_args = detect.parse_args(["--file", str(first_frame), "--weights", weights, "--min-size", str(args.min_size),
                                      "--max-size", str(args.max_size), "--score-thresh", str(DISPLAY_THRESH),
                                      "--device", str(device), "--proposals", str(args.proposals)])
@@ -483,132 +206,165 @@ def load_detectors(weights: str, args: argparse.Namespace, device: torch.device,
     with contextlib.redirect_stdout(io.StringIO()):
         ours = detect.load_detector(detect_args, device, half)
     # torchvision's thresholds: box score 0.05, 100 detections.
-    original, _ = utils.load_model(weights, min_size=args.min_size, max_size=args.max_size,
+    original, _ = models.load_model(weights, min_size=args.min_size, max_size=args.max_size,
                                    rpn_post_nms_top_n_test=args.proposals)
     return ours, original.to(device), detect_args, half
 
 
+@dataclass
+class Detectors:
+    """The two detect paths of one benchmark run, on the same weights and frames."""
+    ours: torch.nn.Module
+    original: torch.nn.Module
+    ours_timed: TimedModel
+    original_timed: TimedModel
+    detect_args: argparse.Namespace
+    half: bool
+    frames: list[Path]
+    image: torch.Tensor  # the first frame, for the model-only rows
+
+
+def every_frame(timed: TimedModel, frames: list[Path], frame_fn: Callable[[Path], Any]) -> Callable[[int], dict[str, float]]:
+    def go(_: int) -> dict[str, float]:
+        timed.seconds, timed.persons = 0.0, 0
+        for f in frames:
+            frame_fn(f)
+        return {"model": timed.seconds, "persons": timed.persons}
+    return go
+
+
+def model_only(model: torch.nn.Module, image: torch.Tensor, device: torch.device, half: bool) -> Callable[[int], None]:
+    def go(_: int) -> None:
+        with torch.inference_mode(), torch.autocast(device.type, dtype=torch.float16, enabled=half):
+            model([image])
+    return go
+
+
 def detect_rows(table: Table, args: argparse.Namespace, device: torch.device, weights: str,
                 frames: list[Path]) -> None:
-    from dataset import read_image
-
     groups = set(args.only)
     ours, original, detect_args, half = load_detectors(weights, args, device, frames[0])
-    ours_timed, original_timed = TimedModel(ours, device), TimedModel(original, device)
-
-    def every_frame(timed: TimedModel, frame_fn: Callable[[Path], Any]) -> Callable[[int], dict[str, float]]:
-        def go(_: int) -> dict[str, float]:
-            timed.seconds, timed.persons = 0.0, 0
-            for f in frames:
-                frame_fn(f)
-            return {"model": timed.seconds, "persons": timed.persons}
-        return go
-
+    d = Detectors(ours, original, TimedModel(ours, device), TimedModel(original, device), detect_args, half,
+                  frames, read_image(frames[0]).to(device).float().div_(255))
     if "detect" in groups:
-        s = measure({"original": every_frame(original_timed, lambda f: original_frame(original_timed, f, device)),
-                     "ours": every_frame(ours_timed, lambda f: our_frame(ours_timed, f, device, half, detect_args))},
-                    args.repeats, args.warmup, device, per_run=len(frames))
-        o, b = s["ours"], s["original"]
-        persons = f"keypoint head on {b.extra_median('persons'):.0f} box(es)/frame (original) vs " \
-                  f"{o.extra_median('persons'):.0f} (ours)"
-        table.add(compared("detect", "detect: frame, end to end", o, b,
-                           f"original path (PIL, 0.05, matplotlib) at {args.min_size} px", persons))
-        table.add(Row("detect", "detect: model only", o.extra_median("model"), b.extra_median("model"),
-                      "original model call (box score threshold 0.05)", "s", note=persons,
-                      runs_ours=o.extra["model"], runs_baseline=b.extra["model"]))
-        overhead = [t - m for t, m in zip(o.times, o.extra["model"])]
-        original_overhead = median(t - m for t, m in zip(b.times, b.extra["model"]))
-        table.add(Row("detect", "detect: pipeline overhead", median(overhead), o.extra_median("model"),
-                      "our model time (overhead = end to end - model)", "s",
-                      note=f"the original's overhead: {fmt_time(original_overhead, 's')}",
-                      runs_ours=overhead, runs_baseline=o.extra["model"]))
-
-    image = read_image(frames[0]).to(device).float().div_(255)
-
-    def model_only(model: torch.nn.Module) -> Callable[[int], None]:
-        def go(_: int) -> None:
-            with torch.inference_mode(), torch.autocast(device.type, dtype=torch.float16, enabled=half):
-                model([image])
-        return go
-
+        end_to_end_rows(table, args, device, d)
     if "resolution" in groups:
-        sizes = sorted(set(args.sizes), reverse=True)
-
-        def at_size(size: int) -> Callable[[Path], np.ndarray]:
-            def frame_fn(f: Path) -> np.ndarray:
-                ours.transform.min_size = (size,)
-                return our_frame(ours_timed, f, device, half, detect_args)
-            return frame_fn
-        functions = {size: every_frame(ours_timed, at_size(size)) for size in sizes}
-        s = measure(functions, args.repeats, args.warmup, device, per_run=len(frames))
-        ours.transform.min_size = (args.min_size,)
-        for size in sizes:
-            table.add(compared("resolution", f"resolution: min_size {size}", s[size], s[sizes[0]],
-                               f"our path at {sizes[0]}", f"model {fmt_time(s[size].extra_median('model'), 's')}"))
-
+        resolution_rows(table, args, device, d)
     if "option" in groups:
-        contiguous = copy.deepcopy(ours).to(memory_format=torch.contiguous_format)
-        cl = copy.deepcopy(ours).to(memory_format=torch.channels_last)
-        s = measure({"cl": model_only(cl), "cf": model_only(contiguous)}, args.repeats, args.warmup, device)
-        used = "used by detect.py here" if ours_is_channels_last(ours) else "not used by detect.py here"
-        table.add(compared("option", "option: channels_last", s["cl"], s["cf"], "contiguous (NCHW) weights",
-                           f"model only; {used}"))
-        del contiguous, cl
-
-        unfolded = copy.deepcopy(original)  # ours in every respect but the folding
-        unfolded.roi_heads.score_thresh = ours.roi_heads.score_thresh
-        unfolded.roi_heads.detections_per_img = ours.roi_heads.detections_per_img
-        if ours_is_channels_last(ours):
-            unfolded.to(memory_format=torch.channels_last)
-        s = measure({"folded": model_only(ours), "unfolded": model_only(unfolded)}, args.repeats, args.warmup, device)
-        table.add(compared("option", "option: BatchNorm folded into convs", s["folded"], s["unfolded"],
-                           "BatchNorm layers kept", "model only; used by detect.py (utils.fold_batchnorm)"))
-        del unfolded
-
-        fewer = copy.deepcopy(ours)
-        fewer.rpn._post_nms_top_n["testing"] = args.fewer_proposals  # what rpn_post_nms_top_n_test sets
-        s = measure({"fewer": model_only(fewer), "all": model_only(ours)}, args.repeats, args.warmup, device)
-        table.add(compared("option", "option: fewer RPN proposals", s["fewer"], s["all"], f"{args.proposals} proposals",
-                           f"model only; {args.fewer_proposals} proposals: detect.py --proposals {args.fewer_proposals}"))
-        del fewer
-
+        option_rows(table, args, device, d)
         if device.type == "cuda":
-            fp32 = ours  # same weights, autocast off
-            functions = {"fp16": model_only(ours)}
-
-            def fp32_run(_: int) -> None:
-                with torch.inference_mode():
-                    fp32([image])
-            functions["fp32"] = fp32_run
-            s = measure(functions, args.repeats, args.warmup, device)
-            table.add(compared("option", "option: float16 autocast", s["fp16"], s["fp32"], "float32",
-                               "model only; detect.py --half (default on CUDA)"))
-
-            def with_cudnn_benchmark(flag: bool) -> Callable[[int], None]:
-                inner = model_only(ours)
-
-                def go(run: int) -> None:
-                    torch.backends.cudnn.benchmark = flag
-                    inner(run)
-                return go
-            previous = torch.backends.cudnn.benchmark
-            try:
-                s = measure({"on": with_cudnn_benchmark(True), "off": with_cudnn_benchmark(False)},
-                            args.repeats, args.warmup + 1, device)
-            finally:
-                torch.backends.cudnn.benchmark = previous
-            table.add(compared("option", "option: cudnn.benchmark", s["on"], s["off"], "cudnn.benchmark off",
-                               "model only, one frame size"))
-
+            cuda_option_rows(table, args, device, d)
         if args.compile:
-            compiled = copy.deepcopy(ours)
-            compiled.backbone = torch.compile(compiled.backbone)
-            start = time.perf_counter()
-            model_only(compiled)(0)
-            compile_s = time.perf_counter() - start
-            s = measure({"compiled": model_only(compiled), "eager": model_only(ours)}, args.repeats, args.warmup, device)
-            table.add(compared("option", "option: torch.compile (backbone)", s["compiled"], s["eager"], "eager",
-                               f"model only; first call (compiling) {compile_s:.0f} s"))
+            compile_rows(table, args, device, d)
+
+
+def end_to_end_rows(table: Table, args: argparse.Namespace, device: torch.device, d: Detectors) -> None:
+    frames, original_timed, ours_timed, half, detect_args = d.frames, d.original_timed, d.ours_timed, d.half, d.detect_args
+    s = measure({"original": every_frame(original_timed, frames, lambda f: original_frame(original_timed, f, device)),
+                 "ours": every_frame(ours_timed, frames, lambda f: our_frame(ours_timed, f, device, half, detect_args))},
+                args.repeats, args.warmup, device, per_run=len(frames))
+    o, b = s["ours"], s["original"]
+    persons = f"keypoint head on {b.extra_median('persons'):.0f} box(es)/frame (original) vs " \
+              f"{o.extra_median('persons'):.0f} (ours)"
+    table.add(compared("detect", "detect: frame, end to end", o, b,
+                       f"original path (PIL, 0.05, matplotlib) at {args.min_size} px", persons))
+    table.add(Row("detect", "detect: model only", o.extra_median("model"), b.extra_median("model"),
+                  "original model call (box score threshold 0.05)", "s", note=persons,
+                  runs_ours=o.extra["model"], runs_baseline=b.extra["model"]))
+    overhead = [t - m for t, m in zip(o.times, o.extra["model"])]
+    original_overhead = median(t - m for t, m in zip(b.times, b.extra["model"]))
+    table.add(Row("detect", "detect: pipeline overhead", median(overhead), o.extra_median("model"),
+                  "our model time (overhead = end to end - model)", "s",
+                  note=f"the original's overhead: {fmt_time(original_overhead, 's')}",
+                  runs_ours=overhead, runs_baseline=o.extra["model"]))
+
+
+def resolution_rows(table: Table, args: argparse.Namespace, device: torch.device, d: Detectors) -> None:
+    frames, ours, ours_timed, half, detect_args = d.frames, d.ours, d.ours_timed, d.half, d.detect_args
+    sizes = sorted(set(args.sizes), reverse=True)
+
+    def at_size(size: int) -> Callable[[Path], np.ndarray]:
+        def frame_fn(f: Path) -> np.ndarray:
+            ours.transform.min_size = (size,)
+            return our_frame(ours_timed, f, device, half, detect_args)
+        return frame_fn
+    functions = {size: every_frame(ours_timed, frames, at_size(size)) for size in sizes}
+    s = measure(functions, args.repeats, args.warmup, device, per_run=len(frames))
+    ours.transform.min_size = (args.min_size,)
+    for size in sizes:
+        table.add(compared("resolution", f"resolution: min_size {size}", s[size], s[sizes[0]],
+                           f"our path at {sizes[0]}", f"model {fmt_time(s[size].extra_median('model'), 's')}"))
+
+
+def option_rows(table: Table, args: argparse.Namespace, device: torch.device, d: Detectors) -> None:
+    ours, original = d.ours, d.original
+    contiguous = copy.deepcopy(ours).to(memory_format=torch.contiguous_format)
+    cl = copy.deepcopy(ours).to(memory_format=torch.channels_last)
+    s = measure({"cl": model_only(cl, d.image, device, d.half), "cf": model_only(contiguous, d.image, device, d.half)}, args.repeats, args.warmup, device)
+    used = "used by detect.py here" if ours_is_channels_last(ours) else "not used by detect.py here"
+    table.add(compared("option", "option: channels_last", s["cl"], s["cf"], "contiguous (NCHW) weights",
+                       f"model only; {used}"))
+    del contiguous, cl
+
+    unfolded = copy.deepcopy(original)  # ours in every respect but the folding
+    unfolded.roi_heads.score_thresh = ours.roi_heads.score_thresh
+    unfolded.roi_heads.detections_per_img = ours.roi_heads.detections_per_img
+    if ours_is_channels_last(ours):
+        unfolded.to(memory_format=torch.channels_last)
+    s = measure({"folded": model_only(ours, d.image, device, d.half), "unfolded": model_only(unfolded, d.image, device, d.half)}, args.repeats, args.warmup, device)
+    table.add(compared("option", "option: BatchNorm folded into convs", s["folded"], s["unfolded"],
+                       "BatchNorm layers kept", "model only; used by detect.py (models.fold_batchnorm)"))
+    del unfolded
+
+    fewer = copy.deepcopy(ours)
+    fewer.rpn._post_nms_top_n["testing"] = args.fewer_proposals  # what rpn_post_nms_top_n_test sets
+    s = measure({"fewer": model_only(fewer, d.image, device, d.half), "all": model_only(ours, d.image, device, d.half)}, args.repeats, args.warmup, device)
+    table.add(compared("option", "option: fewer RPN proposals", s["fewer"], s["all"], f"{args.proposals} proposals",
+                       f"model only; {args.fewer_proposals} proposals: detect.py --proposals {args.fewer_proposals}"))
+    del fewer
+
+
+def cuda_option_rows(table: Table, args: argparse.Namespace, device: torch.device, d: Detectors) -> None:
+    ours, image = d.ours, d.image
+    fp32 = ours  # same weights, autocast off
+    functions = {"fp16": model_only(ours, d.image, device, d.half)}
+
+    def fp32_run(_: int) -> None:
+        with torch.inference_mode():
+            fp32([image])
+    functions["fp32"] = fp32_run
+    s = measure(functions, args.repeats, args.warmup, device)
+    table.add(compared("option", "option: float16 autocast", s["fp16"], s["fp32"], "float32",
+                       "model only; detect.py --half (default on CUDA)"))
+
+    def with_cudnn_benchmark(flag: bool) -> Callable[[int], None]:
+        inner = model_only(ours, d.image, device, d.half)
+
+        def go(run: int) -> None:
+            torch.backends.cudnn.benchmark = flag
+            inner(run)
+        return go
+    previous = torch.backends.cudnn.benchmark
+    try:
+        s = measure({"on": with_cudnn_benchmark(True), "off": with_cudnn_benchmark(False)},
+                    args.repeats, args.warmup + 1, device)
+    finally:
+        torch.backends.cudnn.benchmark = previous
+    table.add(compared("option", "option: cudnn.benchmark", s["on"], s["off"], "cudnn.benchmark off",
+                       "model only, one frame size"))
+
+
+def compile_rows(table: Table, args: argparse.Namespace, device: torch.device, d: Detectors) -> None:
+    ours = d.ours
+    compiled = copy.deepcopy(ours)
+    compiled.backbone = torch.compile(compiled.backbone)
+    start = time.perf_counter()
+    model_only(compiled, d.image, device, d.half)(0)
+    compile_s = time.perf_counter() - start
+    s = measure({"compiled": model_only(compiled, d.image, device, d.half),
+                 "eager": model_only(ours, d.image, device, d.half)}, args.repeats, args.warmup, device)
+    table.add(compared("option", "option: torch.compile (backbone)", s["compiled"], s["eager"], "eager",
+                       f"model only; first call (compiling) {compile_s:.0f} s"))
 
 
 def ours_is_channels_last(model: torch.nn.Module) -> bool:
@@ -621,10 +377,7 @@ def ours_is_channels_last(model: torch.nn.Module) -> bool:
 # data: CocoKeypoints against a PIL equivalent (BASELINE)
 # --------------------------------------------------------------------------------------
 def data_rows(table: Table, args: argparse.Namespace, device: torch.device, data_root: Path) -> None:
-    import torchvision
-    from PIL import Image
 
-    from dataset import CocoKeypoints, RandomHorizontalFlip, coco_paths, get_transforms, zero_invisible_keypoints
 
     ours = CocoKeypoints(*coco_paths(data_root, "train"), train=True, transforms=get_transforms(True))
     items = list(range(min(args.data_items, len(ours))))
@@ -673,8 +426,6 @@ def plain_step(model: torch.nn.Module, optimizer, scheduler, images, targets, de
 
 
 def train_rows(table: Table, args: argparse.Namespace, device: torch.device, data_root: Path) -> None:
-    import train
-    from dataset import CocoKeypoints, coco_paths, collate_fn, get_transforms
 
     steps = args.warmup + args.repeats
     dataset = CocoKeypoints(*coco_paths(data_root, "train"), train=True, transforms=get_transforms(True))
@@ -685,7 +436,7 @@ def train_rows(table: Table, args: argparse.Namespace, device: torch.device, dat
     batch = collate_fn([dataset[order[k % len(order)]] for k in range(args.train_batch)])
 
     utils.seed_everything(args.seed)
-    model = utils.build_model(args.train_backbone, "none", min_size=args.train_size,
+    model = models.build_model(args.train_backbone, "none", min_size=args.train_size,
                               max_size=max(args.train_size, round(args.train_size * 1333 / 800)),
                               keypoint_head=args.train_keypoint_head,
                               box_batch_size_per_image=args.train_rois).to(device)
@@ -702,12 +453,12 @@ def train_rows(table: Table, args: argparse.Namespace, device: torch.device, dat
         optimizer, scheduler = make(m)
         scaler = torch.amp.GradScaler(device.type, enabled=amp)
         progress = train.Progress()
-        run_args = argparse.Namespace(epochs=1, output_dir=tempfile.gettempdir())
 
         def go(run: int) -> None:
             torch.manual_seed(args.seed + run)  # the same RoI sampling on both sides
-            train.train_one_epoch(m, optimizer, scheduler, scaler, [batch], device, progress, run_args,
-                                  iters_per_epoch=steps, world_size=1, show=False)
+            train.train_one_epoch(m, optimizer, scheduler, scaler, [batch], device, progress, epochs=1,
+                                  iters_per_epoch=steps, world_size=1, show=False,
+                                  checkpoint_path=Path("unused.pth"))
         return go
 
     def plain_loop() -> Callable[[int], None]:
@@ -731,41 +482,12 @@ def train_rows(table: Table, args: argparse.Namespace, device: torch.device, dat
 
 
 # --------------------------------------------------------------------------------------
-# eval: utils.coco_evaluate against plain pycocotools (BASELINE)
+# eval: coco_eval.coco_evaluate against plain pycocotools (BASELINE)
 # --------------------------------------------------------------------------------------
-def synthetic_detections(coco, per_image: int, seed: int) -> list[dict[str, Any]]:
-    """COCO results for every val image: a jittered copy of each annotated person (score 0.5-1)
-    and random boxes with random keypoints (score 0.05-0.5) up to `per_image` per image."""
-    rng = np.random.default_rng(seed)
-    results = []
-    for image_id in sorted(coco.imgs):
-        w, h = coco.imgs[image_id]["width"], coco.imgs[image_id]["height"]
-        dets = []
-        for ann in coco.imgToAnns.get(image_id, []):
-            x, y, bw, bh = ann["bbox"]
-            box = [x + rng.normal(0, 0.05) * bw, y + rng.normal(0, 0.05) * bh, bw * rng.uniform(0.9, 1.1),
-                   bh * rng.uniform(0.9, 1.1)]
-            kps = np.array(ann.get("keypoints") or [0] * 3 * utils.NUM_KEYPOINTS, dtype=float).reshape(-1, 3)
-            kps[:, 0] += rng.normal(0, 0.03 * max(bw, 1), len(kps))
-            kps[:, 1] += rng.normal(0, 0.03 * max(bh, 1), len(kps))
-            dets.append((box, kps, rng.uniform(0.5, 1.0)))
-        while len(dets) < per_image:
-            bw, bh = rng.uniform(0.05, 0.5) * w, rng.uniform(0.1, 0.8) * h
-            x, y = rng.uniform(0, w - bw), rng.uniform(0, h - bh)
-            kps = np.stack([rng.uniform(x, x + bw, utils.NUM_KEYPOINTS), rng.uniform(y, y + bh, utils.NUM_KEYPOINTS),
-                            np.ones(utils.NUM_KEYPOINTS)], axis=1)
-            dets.append(([x, y, bw, bh], kps, rng.uniform(0.05, 0.5)))
-        for box, kps, score in dets:
-            kps[:, 2] = 1
-            results.append({"image_id": int(image_id), "category_id": 1, "bbox": [round(float(v), 2) for v in box],
-                            "keypoints": [round(float(v), 2) for v in kps.reshape(-1)], "score": round(float(score), 5)})
-    return results
 
 
 def plain_coco_eval(coco_gt, results: list[dict[str, Any]], image_ids: list[int]) -> dict[str, list[float]]:
     """BASELINE: pycocotools as its README shows it: loadRes, then evaluate/accumulate/summarize."""
-    from pycocotools.cocoeval import COCOeval
-
     stats = {}
     with contextlib.redirect_stdout(io.StringIO()):
         coco_dt = coco_gt.loadRes([dict(r) for r in results])
@@ -780,7 +502,6 @@ def plain_coco_eval(coco_gt, results: list[dict[str, Any]], image_ids: list[int]
 
 
 def eval_rows(table: Table, args: argparse.Namespace, device: torch.device, data_root: Path) -> None:
-    from dataset import coco_paths, load_coco
 
     coco = load_coco(coco_paths(data_root, "val")[1])
     results = synthetic_detections(coco, args.eval_detections, args.seed)
@@ -788,7 +509,7 @@ def eval_rows(table: Table, args: argparse.Namespace, device: torch.device, data
     outcome: dict[str, Any] = {}
 
     def ours(_: int) -> None:
-        outcome["ours"] = utils.coco_evaluate(coco, results, image_ids, verbose=False)
+        outcome["ours"] = coco_eval.coco_evaluate(coco, results, image_ids, verbose=False)
 
     def plain(_: int) -> None:
         outcome["plain"] = plain_coco_eval(coco, results, image_ids)
@@ -804,15 +525,6 @@ def eval_rows(table: Table, args: argparse.Namespace, device: torch.device, data
 # --------------------------------------------------------------------------------------
 # The run
 # --------------------------------------------------------------------------------------
-def describe_device(device: torch.device) -> str:
-    if device.type == "cuda":
-        return f"{torch.cuda.get_device_name(device)} (CUDA {torch.version.cuda})"
-    name = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError):
-        with open("/proc/cpuinfo") as f:
-            found = re.search(r"model name\s*:\s*(.+)", f.read())
-            name = found.group(1).strip() if found else name
-    return f"CPU {name}, {os.cpu_count()} core(s), {torch.get_num_threads()} torch thread(s)"
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
@@ -837,7 +549,7 @@ def run_benchmark(args: argparse.Namespace, argv: Sequence[str] | None) -> dict[
     print(f"{command}\ndevice: {describe_device(device)}; torch {torch.__version__}, data {data_root}")
     table = Table()
     with tempfile.TemporaryDirectory() as tmp:
-        weights, about = (args.weights, utils.describe_weights(args.weights)) if args.weights else \
+        weights, about = (args.weights, models.describe_weights(args.weights)) if args.weights else \
             (None, "")
         if {"detect", "resolution", "option"} & set(args.only):
             if weights is None:
@@ -865,11 +577,7 @@ def run_benchmark(args: argparse.Namespace, argv: Sequence[str] | None) -> dict[
         "settings": {k: v for k, v in vars(args).items()}, "rows": [row.to_json() for row in table.rows],
         "elapsed_s": round(time.perf_counter() - started, 1),
     }
-    path = Path(args.json)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp_path = path.with_name(path.name + ".tmp")
-    tmp_path.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
-    os.replace(tmp_path, path)
+    path = utils.write_json(args.json, report, indent=1)
     print(f"{len(table.rows)} rows in {report['elapsed_s']:.0f} s; wrote {path}")
     return report
 

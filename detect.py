@@ -29,47 +29,29 @@ score passes --kp-thresh (the keypoints drawn), else 0.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import json
-import os
-import subprocess
 import sys
-import tempfile
-import threading
 import time
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import cv2
 import numpy as np
 import torch
+from tqdm import tqdm
 
+import draw
+import models
 import utils
+from media import (STREAM_TIMEOUT_S, LatestFrame, Window, decide_show, is_url, list_files, open_stream, open_video,
+                   quiet_opencv, read_bgr, unreadable_message, video_fps)
 
 DEFAULT_OUTPUT = "runs/detect"
-WINDOW_TITLE = "detect.py (q or Esc: quit)"
-QUIT_KEYS = (ord("q"), ord("Q"), 27)  # 27 = Esc
-STREAM_PREFIXES = ("rtsp://", "rtmp://", "http://", "https://", "udp://", "tcp://")
-# A live source that sends nothing for this long is treated as gone.
-STREAM_TIMEOUT_S = 10.0
-# For messages only: the kind of a file is decided from its content.
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
-VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".ts", ".gif"}
-
-
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows defaults, except where the help already explains one or there is none."""
-
-    def _get_help_string(self, action: argparse.Action) -> str:
-        if action.default is None or "(default" in (action.help or ""):
-            return action.help or ""
-        return super()._get_help_string(action)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description="Draw every person's skeleton (17 COCO keypoints) on a webcam, a stream, images or videos.",
-        formatter_class=HelpFormatter,
+        formatter_class=utils.HelpFormatter,
         epilog="Exit status: 0 on success, 1 with a one-line error for bad input (missing or unreadable "
                "file, empty folder, video without frames, camera that cannot be opened, bad weights).")
     source = parser.add_argument_group("source (one of)").add_mutually_exclusive_group()
@@ -82,35 +64,26 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                              "(default: camera 0 when --file is not given)")
 
     model = parser.add_argument_group("model")
-    model.add_argument("--weights", default=None,
-                       help="our checkpoint, a raw torchvision state_dict (.pth), or 'coco' for torchvision's "
-                            "COCO weights (default: the newest e*_b*_lr*_m*.pth in the current folder, else 'coco')")
-    model.add_argument("--backbone", choices=utils.BACKBONES, default=None,
-                       help="override the backbone (default: as recorded in the checkpoint, or guessed from it)")
-    model.add_argument("--min-size", type=int, default=None,
-                       help="shorter image side the model sees; smaller is faster (e.g. 480 for a webcam on a "
-                            "CPU) (default: the checkpoint's largest training size, else 800)")
-    model.add_argument("--max-size", type=int, default=None,
-                       help=f"longer image side cap (default: the checkpoint's, else {utils.DEFAULT_MAX_SIZE})")
+    models.add_model_flags(model, "; smaller is faster (e.g. 480 for a webcam on a CPU)")
     model.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     model.add_argument("--half", action=argparse.BooleanOptionalAction, default=None,
                        help="float16 autocast, CUDA only (default: on with CUDA)")
 
     draw = parser.add_argument_group("drawing")
-    draw.add_argument("--score-thresh", type=float, default=0.8,
+    draw.add_argument("--score-thresh", type=utils.probability, default=0.8,
                       help="persons with a lower score (0-1) are dropped before the keypoint head runs")
-    draw.add_argument("--max-persons", type=int, default=100,
+    draw.add_argument("--max-persons", type=utils.positive_int, default=100,
                       help="keep at most this many persons per frame, the surest ones (fewer is faster in crowds)")
-    model.add_argument("--proposals", type=int, default=1000,
+    model.add_argument("--proposals", type=utils.positive_int, default=1000,
                        help="RPN proposals the box head scores per frame; fewer is faster (300: ~10%% less model "
                             "time on a CPU) but may miss persons in crowds")
-    draw.add_argument("--kp-thresh", type=float, default=2.0,
+    draw.add_argument("--kp-thresh", type=utils.threshold, default=2.0,
                       help="keypoints with a lower score are not drawn, nor their limbs. Keypoint scores are "
                            "heatmap logits, not probabilities: with torchvision's COCO weights visible joints "
                            "score about 2 and more, hidden ones near 0 or below; --kp-thresh=-inf draws them all")
     draw.add_argument("--boxes", action=argparse.BooleanOptionalAction, default=False,
                       help="draw each person's box and score")
-    draw.add_argument("--line-width", type=int, default=0,
+    draw.add_argument("--line-width", type=utils.nonnegative_int, default=0,
                       help="limb width in pixels (0: about 1/160 of the image's shorter side, thinner for small persons)")
 
     out = parser.add_argument_group("output")
@@ -121,16 +94,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     out.add_argument("--show", action=argparse.BooleanOptionalAction, default=None,
                      help="open a window; for images any key shows the next one (default: only when a display "
                           "exists; without one --show warns and goes on)")
-    out.add_argument("--max-frames", type=int, default=0,
+    out.add_argument("--max-frames", type=utils.nonnegative_int, default=0,
                      help="stop each video or stream after this many processed frames (0: no limit)")
     args = parser.parse_args(argv)
-    for name in ("min_size", "max_size", "max_persons", "proposals"):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            parser.error(f"--{name.replace('_', '-')} must be at least 1, got {value}")
-    for name in ("max_frames", "line_width"):
-        if getattr(args, name) < 0:
-            parser.error(f"--{name.replace('_', '-')} must be 0 or more, got {getattr(args, name)}")
     if args.file is None and args.camera is None:
         args.camera = "0"
     return args
@@ -166,15 +132,14 @@ def run(args: argparse.Namespace) -> None:
 
 def load_detector(args: argparse.Namespace, device: torch.device, half: bool) -> torch.nn.Module:
     """The model of --weights, once, in eval mode on `device`, dropping persons below --score-thresh."""
-    weights = utils.resolve_weights(args.weights)
+    weights = models.resolve_weights(args.weights)
     how = "" if args.weights else "  (default: newest e*_b*_lr*_m*.pth here, else torchvision's COCO weights)"
-    print(f"weights: {utils.describe_weights(weights)}{how}")
-    model, config = utils.load_model(weights, args.backbone, args.min_size, args.max_size,
-                                     rpn_post_nms_top_n_test=args.proposals)
+    print(f"weights: {models.describe_weights(weights)}{how}")
     # Persons below the display threshold are dropped before the keypoint head, the costly part.
-    model.roi_heads.score_thresh = args.score_thresh
-    model.roi_heads.detections_per_img = args.max_persons
-    utils.fold_batchnorm(model)  # exact for inference; benchmark.py: ~1.1x on a CPU
+    model, config = models.load_model(weights, args.backbone, args.min_size, args.max_size,
+                                      rpn_post_nms_top_n_test=args.proposals, box_score_thresh=args.score_thresh,
+                                      box_detections_per_img=args.max_persons)
+    models.fold_batchnorm(model)  # exact for inference; benchmark.py: ~1.1x on a CPU
     model.to(device)
     if device.type == "cpu":
         # benchmark.py: the model alone runs ~1.15x faster with NHWC weights on a 2-thread CPU (oneDNN).
@@ -209,10 +174,18 @@ def detect_frame(model: torch.nn.Module, frame_bgr: np.ndarray, device: torch.de
     }
 
 
-def annotate(frame: np.ndarray, detections: dict[str, np.ndarray], args: argparse.Namespace) -> np.ndarray:
-    return utils.draw_poses(frame, detections["boxes"], detections["scores"], detections["keypoints"],
-                            detections["keypoint_scores"], score_thresh=args.score_thresh,
-                            kp_thresh=args.kp_thresh, draw_boxes=args.boxes, line_width=args.line_width or None)
+def process_frame(model: torch.nn.Module, frame: np.ndarray, device: torch.device, half: bool,
+                  args: argparse.Namespace) -> tuple[dict[str, np.ndarray], float]:
+    """The one per-frame path of images, videos and live: detect, then draw in place.
+    Returns (detections, seconds the model took)."""
+    start = time.perf_counter()
+    detections = detect_frame(model, frame, device, half)
+    model_s = time.perf_counter() - start
+    # The model already dropped persons below --score-thresh (load_detector), so all are drawn.
+    draw.draw_poses(frame, detections["boxes"], detections["scores"], detections["keypoints"],
+                    detections["keypoint_scores"], kp_thresh=args.kp_thresh, draw_boxes=args.boxes,
+                    line_width=args.line_width or None)
+    return detections, model_s
 
 
 def persons_json(detections: dict[str, np.ndarray], kp_thresh: float) -> list[dict[str, Any]]:
@@ -245,239 +218,6 @@ def draw_speed(frame: np.ndarray, fps: float, model_ms: float) -> None:
 
 
 # --------------------------------------------------------------------------------------
-# Sources
-# --------------------------------------------------------------------------------------
-def quiet_opencv() -> None:
-    """Keep OpenCV's and FFmpeg's console chatter (about undecodable files, absent cameras) out of
-    our one-line errors; OPENCV_LOG_LEVEL=INFO or OPENCV_FFMPEG_LOGLEVEL=32 bring it back."""
-    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # read when FFmpeg is first used
-    if "OPENCV_LOG_LEVEL" not in os.environ:
-        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
-
-
-def is_url(source: str) -> bool:
-    return source.lower().startswith(STREAM_PREFIXES)
-
-
-def list_files(spec: str) -> tuple[list[str], bool]:
-    """(the files that --file names, whether it names several): a file or a URL, a folder's
-    files (sorted, hidden ones left out), or a glob pattern's matches."""
-    if is_url(spec):
-        return [spec], False
-    path = Path(spec).expanduser()
-    if path.is_dir():
-        files = sorted(str(p) for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
-        if not files:
-            raise utils.UserError(f"folder {path} has no files")
-        return files, True
-    if path.is_file():
-        return [str(path)], False
-    if any(c in spec for c in "*?["):
-        import glob
-
-        files = sorted(p for p in glob.glob(str(path), recursive=True) if Path(p).is_file())
-        if not files:
-            raise utils.UserError(f"no files match {spec}")
-        return files, True
-    raise utils.UserError(f"file not found: {spec}")
-
-
-@contextlib.contextmanager
-def native_stderr_silenced() -> Iterator[None]:
-    """Hide what C libraries print straight to file descriptor 2 (libjpeg's "Premature end of
-    JPEG file"), which OpenCV's log level does not reach; our own error says it in one line."""
-    try:
-        saved = os.dup(2)
-    except OSError:
-        yield
-        return
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
-
-
-def read_image(path: str) -> np.ndarray | None:
-    """The file as a BGR uint8 image, or None when it is not an image (OpenCV, then Pillow)."""
-    with native_stderr_silenced():
-        image = cv2.imread(path, cv2.IMREAD_COLOR)  # EXIF orientation applied, alpha dropped, 8 bit
-    if image is not None or is_url(path):
-        return image
-    try:
-        from PIL import Image, ImageOps
-
-        with Image.open(path) as im:
-            if getattr(im, "n_frames", 1) > 1:
-                return None  # animated: read it as a video
-            rgb = np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
-        return cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
-    except Exception:  # Pillow raises many types for files it cannot read
-        return None
-
-
-def open_video(path: str) -> tuple[cv2.VideoCapture, np.ndarray] | None:
-    """(capture, first frame) when OpenCV can decode at least one frame, else None."""
-    capture = cv2.VideoCapture(path)
-    if not capture.isOpened():
-        return None
-    ok, frame = capture.read()
-    if not ok or frame is None:
-        capture.release()
-        return None
-    return capture, frame
-
-
-def open_stream(source: str) -> cv2.VideoCapture:
-    """A live source: a camera index, a URL, or a video file (then played in real time)."""
-    target: int | str = int(source) if source.isdigit() else source
-    if isinstance(target, str) and not is_url(target) and not Path(target).expanduser().exists():
-        raise utils.UserError(f"--camera {source}: no such camera index, URL or file")
-    capture = cv2.VideoCapture(target if isinstance(target, int) else str(Path(target).expanduser()))
-    if not capture.isOpened():
-        what = f"camera {target}" if isinstance(target, int) else source
-        raise utils.UserError(f"cannot open {what}" + (" (is it connected, and not used by another program?)"
-                                                       if isinstance(target, int) else ""))
-    return capture
-
-
-def video_fps(capture: cv2.VideoCapture, default: float = 30.0) -> float:
-    fps = capture.get(cv2.CAP_PROP_FPS)
-    return float(fps) if np.isfinite(fps) and 0 < fps < 1000 else default
-
-
-class LatestFrame:
-    """Reads a capture in its own thread and keeps only the newest frame.
-
-    A model slower than the camera then always works on the present moment: frames that
-    arrive while it is busy replace each other instead of queueing up. A video file is read
-    at its own fps (`pace`), as a camera would deliver it.
-    """
-
-    def __init__(self, capture: cv2.VideoCapture, first: np.ndarray, pace: float = 0.0) -> None:
-        self._capture = capture
-        self._pace = pace
-        self._cond = threading.Condition()
-        self._frame = first  # frame 0, read before the thread starts
-        self._index = 0  # index of self._frame: frames read so far - 1
-        self.ended = False
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="capture", daemon=True)
-
-    def start(self) -> LatestFrame:
-        self._thread.start()
-        return self
-
-    def _run(self) -> None:
-        next_time = time.perf_counter()
-        try:
-            while not self._stop.is_set():
-                ok, frame = self._capture.read()
-                if not ok or frame is None:
-                    break
-                with self._cond:
-                    self._frame, self._index = frame, self._index + 1
-                    self._cond.notify_all()
-                if self._pace:
-                    next_time += 1.0 / self._pace
-                    self._stop.wait(max(0.0, next_time - time.perf_counter()))
-        finally:
-            with self._cond:
-                self.ended = True
-                self._cond.notify_all()
-
-    def read(self, after: int, timeout: float = STREAM_TIMEOUT_S) -> tuple[int, np.ndarray] | None:
-        """(index, frame) of the newest frame later than `after`; None once the source has ended
-        (or sent nothing for `timeout` seconds) with nothing newer."""
-        with self._cond:
-            self._cond.wait_for(lambda: self._index > after or self.ended, timeout)
-            if self._index > after:
-                return self._index, self._frame
-            return None
-
-    @property
-    def frames_read(self) -> int:
-        return self._index + 1
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=2.0)
-        if not self._thread.is_alive():  # never release under a read in progress
-            self._capture.release()
-
-
-# --------------------------------------------------------------------------------------
-# Display
-# --------------------------------------------------------------------------------------
-def display_available() -> bool:
-    """Whether cv2.imshow can open a window here.
-
-    Tried in a child process, because OpenCV's Qt backend aborts the whole process (no
-    exception to catch) when it finds no display, e.g. QT_QPA_PLATFORM=offscreen without
-    the offscreen plugin, and a headless OpenCV build has no windows at all.
-    """
-    if sys.platform in ("win32", "darwin"):
-        return True
-    if not any(os.environ.get(v) for v in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM")):
-        return False
-    # No core file when Qt aborts; numpy and cv2 only, so the probe takes well under a second.
-    probe = ("import resource; resource.setrlimit(resource.RLIMIT_CORE, (0, 0)); import cv2, numpy; "
-             "cv2.namedWindow('probe'); cv2.imshow('probe', numpy.zeros((8, 8, 3), numpy.uint8)); "
-             "cv2.waitKey(1); cv2.destroyAllWindows()")
-    try:
-        result = subprocess.run([sys.executable, "-c", probe], capture_output=True, timeout=30,
-                                cwd=tempfile.gettempdir())
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return result.returncode == 0
-
-
-def decide_show(requested: bool | None) -> bool:
-    if requested is False:
-        return False
-    available = display_available()
-    if requested and not available:
-        print("warning: --show: no display here (or OpenCV cannot open windows); going on without a window",
-              file=sys.stderr)
-    return available
-
-
-class Window:
-    """One OpenCV window; `show` returns False when the user asks to quit (q, Esc, closing it)."""
-
-    def __init__(self, title: str = WINDOW_TITLE) -> None:
-        self.title = title
-        cv2.namedWindow(title, cv2.WINDOW_NORMAL | cv2.WINDOW_KEEPRATIO)
-
-    def show(self, image: np.ndarray, wait_for_key: bool = False) -> bool:
-        cv2.imshow(self.title, image)
-        while True:
-            key = cv2.waitKey(100 if wait_for_key else 1)
-            if key != -1 and (key & 0xFF) in QUIT_KEYS:
-                return False
-            if not self._visible():
-                return False
-            if key != -1 or not wait_for_key:
-                return True
-
-    def _visible(self) -> bool:
-        try:
-            return cv2.getWindowProperty(self.title, cv2.WND_PROP_VISIBLE) >= 1
-        except cv2.error:
-            return False
-
-    def close(self) -> None:
-        try:
-            cv2.destroyWindow(self.title)
-            cv2.waitKey(1)
-        except cv2.error:
-            pass
-
-
-# --------------------------------------------------------------------------------------
 # Files: images, videos, folders, globs
 # --------------------------------------------------------------------------------------
 def run_files(model: torch.nn.Module, device: torch.device, half: bool, files: list[str], several: bool,
@@ -489,7 +229,7 @@ def run_files(model: torch.nn.Module, device: torch.device, half: bool, files: l
     skipped: list[str] = []
     try:
         for path in files:
-            image = read_image(path)
+            image = read_bgr(path)
             video = open_video(path) if image is None else None
             if image is None and video is None:
                 if not several:
@@ -517,18 +257,6 @@ def run_files(model: torch.nn.Module, device: torch.device, half: bool, files: l
     print(f"saved {saved}{' with JSON' if args.save_json else ''} to {output}")
 
 
-def unreadable_message(path: str) -> str:
-    suffix = Path(path).suffix.lower()
-    capture = cv2.VideoCapture(path)
-    opened = capture.isOpened()
-    capture.release()
-    if suffix in IMAGE_SUFFIXES:
-        return f"cannot read image {path} (damaged, or not an image)"
-    if opened or suffix in VIDEO_SUFFIXES:
-        return f"video {path} yields no frames (empty or damaged)"
-    return f"cannot read {path}: neither an image nor a video OpenCV can decode"
-
-
 def output_path(source: str, output: Path, suffix: str | None = None) -> Path:
     """`<output>/<name>`; an image keeps its name when OpenCV can write that format, else .jpg."""
     name = Path(source.split("?")[0]).name or "stream"
@@ -545,17 +273,14 @@ def output_path(source: str, output: Path, suffix: str | None = None) -> Path:
 def process_image(model: torch.nn.Module, device: torch.device, half: bool, path: str, image: np.ndarray,
                   output: Path, args: argparse.Namespace, window: Window | None) -> bool:
     target = output_path(path, output)
-    start = time.perf_counter()
-    detections = detect_frame(model, image, device, half)
-    model_ms = (time.perf_counter() - start) * 1000
-    annotate(image, detections, args)
+    detections, model_s = process_frame(model, image, device, half, args)
     write_image(target, image)
     h, w = image.shape[:2]
     if args.save_json:
-        write_json(target.with_suffix(".json"), {"source": path, "width": w, "height": h,
+        utils.write_json(target.with_suffix(".json"), {"source": path, "width": w, "height": h,
                                                  "persons": persons_json(detections, args.kp_thresh)})
     n = len(detections["scores"])
-    print(f"{path}: {n} person{'s' if n != 1 else ''}, {model_ms:.0f} ms -> {target}")
+    print(f"{path}: {n} person{'s' if n != 1 else ''}, {model_s * 1000:.0f} ms -> {target}")
     return window.show(image, wait_for_key=True) if window else True
 
 
@@ -563,7 +288,6 @@ def process_video(model: torch.nn.Module, device: torch.device, half: bool, path
                   capture: cv2.VideoCapture, first: np.ndarray, output: Path, args: argparse.Namespace,
                   window: Window | None) -> bool:
     """Every frame, annotated, into `<output>/<stem>.mp4` at the input's size and fps."""
-    from tqdm import tqdm
 
     target = output_path(path, output, ".mp4")
     fps = video_fps(capture)
@@ -583,10 +307,9 @@ def process_video(model: torch.nn.Module, device: torch.device, half: bool, path
             while frame is not None:
                 if frame.shape[:2] != (h, w):  # a stream may change size; the file cannot
                     frame = cv2.resize(frame, (w, h))
-                start = time.perf_counter()
-                detections = detect_frame(model, frame, device, half)
-                model_s += time.perf_counter() - start
-                writer.write(annotate(frame, detections, args))
+                detections, seconds = process_frame(model, frame, device, half, args)
+                model_s += seconds
+                writer.write(frame)
                 if args.save_json:
                     frames.append({"frame": index, "persons": persons_json(detections, args.kp_thresh)})
                 index += 1
@@ -603,7 +326,7 @@ def process_video(model: torch.nn.Module, device: torch.device, half: bool, path
         writer.release()
         capture.release()
     if args.save_json:
-        write_json(target.with_suffix(".json"), {"source": path, "width": w, "height": h, "fps": fps,
+        utils.write_json(target.with_suffix(".json"), {"source": path, "width": w, "height": h, "fps": fps,
                                                  "frames": frames})
     print(f"{path}: {index} frames, {fps:g} fps, model {1000 * model_s / max(index, 1):.0f} ms/frame -> {target}")
     return keep_going
@@ -642,13 +365,11 @@ def run_live(model: torch.nn.Module, device: torch.device, half: bool, capture: 
                     print(f"warning: no new frame for {STREAM_TIMEOUT_S:g} s; stopping", file=sys.stderr)
                 break
             index, frame = item
-            tick = time.perf_counter()
-            detections = detect_frame(model, frame, device, half)
+            detections, seconds = process_frame(model, frame, device, half, args)
             now = time.perf_counter()
             # Smoothed over about ten frames, so the numbers can be read.
             blend = 0.1 if processed else 1.0
-            model_ms += blend * ((now - tick) * 1000 - model_ms)
-            annotate(frame, detections, args)
+            model_ms += blend * (seconds * 1000 - model_ms)
             fps += blend * (1.0 / max(now - previous, 1e-6) - fps)
             previous = now
             draw_speed(frame, fps, model_ms)
@@ -684,7 +405,7 @@ def run_live(model: torch.nn.Module, device: torch.device, half: bool, capture: 
         print(f"saved {target}")
     if args.save_json:
         h, w = first.shape[:2]
-        json_path = write_json(output / f"{stem}.json", {"source": source, "width": w, "height": h,
+        json_path = utils.write_json(output / f"{stem}.json", {"source": source, "width": w, "height": h,
                                                           "fps": fps_in, "frames": frames})
         print(f"saved {json_path}")
 
@@ -702,21 +423,11 @@ def open_live_writer(target: Path, frame: np.ndarray, fps: float) -> cv2.VideoWr
 # Writing
 # --------------------------------------------------------------------------------------
 def write_image(path: Path, image: np.ndarray) -> None:
-    # imencode + write_bytes also copes with non-ASCII paths, which cv2.imwrite does not on Windows.
+    # imencode + bytes also copes with non-ASCII paths, which cv2.imwrite does not on Windows.
     ok, data = cv2.imencode(path.suffix, image)
     if not ok:
         raise utils.UserError(f"cannot encode {path.name} as {path.suffix}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data.tobytes())
-
-
-def write_json(path: Path, obj: Any) -> Path:
-    """Through a temporary file, so a crash never leaves half a file behind."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj), encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    utils.write_bytes(path, data.tobytes())
 
 
 if __name__ == "__main__":

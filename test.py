@@ -29,6 +29,8 @@ from typing import Any, Sequence
 
 from torch.utils.data import Subset
 
+import coco_eval
+import models
 import utils
 from dataset import CocoKeypoints, coco_paths, load_coco
 
@@ -49,25 +51,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                       help="a COCO-format annotation file (default: the one under --data-root)")
     data.add_argument("--images", type=Path, default=None,
                       help="the folder of the images --ann-file lists (default: val2017/ under --data-root)")
-    data.add_argument("--limit", type=int, default=None, metavar="N",
+    data.add_argument("--limit", type=utils.positive_int, default=None, metavar="N",
                       help="evaluate only the first N images (in image-id order)")
 
     model = parser.add_argument_group("model")
-    model.add_argument("--weights", default=None,
-                       help="our checkpoint, a raw torchvision state_dict (.pth), or 'coco' for torchvision's "
-                            "COCO weights (default: the newest e*_b*_lr*_m*.pth in the current folder, else 'coco')")
-    model.add_argument("--backbone", choices=utils.BACKBONES, default=None,
-                       help="override the backbone (default: as recorded in the checkpoint, or guessed from it)")
-    model.add_argument("--min-size", type=int, default=None,
-                       help="shorter image side at test time (default: the checkpoint's largest training size, else 800)")
-    model.add_argument("--max-size", type=int, default=None,
-                       help=f"longer image side cap (default: the checkpoint's, else {utils.DEFAULT_MAX_SIZE})")
+    models.add_model_flags(model)
 
     run = parser.add_argument_group("inference")
-    run.add_argument("--batch-size", type=int, default=1,
+    run.add_argument("--batch-size", type=utils.positive_int, default=1,
                      help="images per forward pass and per GPU; larger is faster on a GPU, but a batch is padded "
                           "to its largest image, which can move the last digit; 1 (default) matches torchvision's reference")
-    run.add_argument("--workers", "-j", type=int, default=2, help="data-loading processes (default: 2)")
+    run.add_argument("--workers", "-j", type=utils.nonnegative_int, default=2, help="data-loading processes (default: 2)")
     run.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N; under torchrun each rank uses its own GPU")
     run.add_argument("--amp", action="store_true", help="mixed precision on CUDA (ignored on the CPU)")
 
@@ -79,14 +73,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                          "'' to skip; model runs only)")
     io.add_argument("--save-metrics", default=DEFAULT_METRICS, metavar="FILE",
                     help=f"write the metrics here as JSON (default: {DEFAULT_METRICS}; '' to skip)")
-    args = parser.parse_args(argv)
-    for name in ("limit", "batch_size", "min_size", "max_size"):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            parser.error(f"--{name.replace('_', '-')} must be at least 1, got {value}")
-    if args.workers < 0:
-        parser.error(f"--workers must be 0 or more, got {args.workers}")
-    return args
+    return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, dict[str, float]]:
@@ -110,12 +97,12 @@ def run(args: argparse.Namespace) -> dict[str, dict[str, float]]:
         dataset = CocoKeypoints(image_dir, ann_file, train=False)
         if args.limit:
             dataset = Subset(dataset, range(min(args.limit, len(dataset))))
-        weights = utils.resolve_weights(args.weights)
+        weights = models.resolve_weights(args.weights)
         if info.is_main:
             how = ("" if args.weights else "  (no e*_b*_lr*_m*.pth in the current folder)" if weights == "coco"
                    else "  (the newest e*_b*_lr*_m*.pth in the current folder)")
-            print(f"weights: {utils.describe_weights(weights)}{how}")
-        model, config = utils.load_model(weights, args.backbone, args.min_size, args.max_size)
+            print(f"weights: {models.describe_weights(weights)}{how}")
+        model, config = models.load_model(weights, args.backbone, args.min_size, args.max_size)
         model.to(device)
         if info.is_main:
             amp_note = " (--amp ignored: CUDA only)" if args.amp and device.type != "cuda" else ""
@@ -123,7 +110,7 @@ def run(args: argparse.Namespace) -> dict[str, dict[str, float]]:
                   f"(max {config['max_size']}); device {device}{amp_note}"
                   + (f", {info.world_size} processes" if info.distributed else ""))
             print(f"data: {len(dataset)} images from {image_dir} ({ann_file})")
-        metrics, results = utils.evaluate_dataset(model, dataset, device, args.batch_size, args.workers,
+        metrics, results = coco_eval.evaluate_dataset(model, dataset, device, args.batch_size, args.workers,
                                                   amp=args.amp, verbose=info.is_main, desc="test")
         if info.is_main:
             if args.save_results:
@@ -148,7 +135,7 @@ def evaluate_results_file(path: Path, ann_file: Path, limit: int | None, save_me
     unknown_categories = {r["category_id"] for r in results} - set(coco_gt.getCatIds())
     if unknown_categories:
         print(f"note: category_id {sorted(unknown_categories)} not in {ann_file}; COCOeval ignores those detections")
-    metrics = utils.coco_evaluate(coco_gt, results, image_ids)
+    metrics = coco_eval.coco_evaluate(coco_gt, results, image_ids)
     finish(metrics, save_metrics)
     return metrics
 
@@ -215,7 +202,7 @@ def is_number(value: Any) -> bool:
 def finish(metrics: dict[str, dict[str, float]], save_metrics: str) -> None:
     if save_metrics:
         print(f"wrote metrics to {write_json(save_metrics, metrics)}")
-    print(utils.format_metrics_line(metrics))
+    print(coco_eval.format_metrics_line(metrics))
 
 
 def write_json(path: str | os.PathLike, obj: Any, indent: int | None = 2) -> Path:

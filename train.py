@@ -32,21 +32,21 @@ from __future__ import annotations
 
 import argparse
 import bisect
-import contextlib
-import json
 import math
 import os
-import signal
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 import torch.distributed as dist
 from torch.utils.data import BatchSampler, DataLoader, DistributedSampler, Subset
+from tqdm import tqdm
 
+import coco_eval
+import draw
+import models
 import utils
 from dataset import (CocoKeypoints, DatasetError, GroupedBatchSampler, coco_paths, collate_fn, create_aspect_ratio_groups,
                      get_transforms)
@@ -63,72 +63,47 @@ FIXED_ON_RESUME = ("backbone", "keypoint_head", "trainable_layers", "box_batch_s
 # --------------------------------------------------------------------------------------
 # Command line
 # --------------------------------------------------------------------------------------
-def keypoint_head_arg(text: str) -> list[int]:
-    """`512x8` (width x depth) or `256,128,128` (the width of each conv)."""
-    try:
-        if "x" in text.lower():
-            width, depth = text.lower().split("x")
-            widths = [int(width)] * int(depth)
-        else:
-            widths = [int(w) for w in text.split(",")]
-    except ValueError:
-        widths = []
-    if not widths or min(widths) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected WIDTHxDEPTH such as 512x8, or widths such as 256,128")
-    return widths
-
-
-class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
-    """Shows each flag's default, except where there is none to show."""
-
-    def _get_help_string(self, action: argparse.Action) -> str:
-        text = action.help or ""
-        if action.option_strings and not any(action.default is v for v in (None, False, argparse.SUPPRESS)):
-            text += " (default: %(default)s)"
-        return text
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n", 1)[1],
-                                formatter_class=_HelpFormatter)
+                                formatter_class=utils.HelpFormatter)
     g = p.add_argument_group("data")
     g.add_argument("--data-root", default="coco", help="COCO layout: train2017/, val2017/, annotations/")
-    g.add_argument("--limit", type=int, default=None, metavar="N", help="train on the first N training images only")
-    g.add_argument("--val-limit", type=int, default=None, metavar="N",
+    g.add_argument("--limit", type=utils.positive_int, default=None, metavar="N", help="train on the first N training images only")
+    g.add_argument("--val-limit", type=utils.nonnegative_int, default=None, metavar="N",
                    help="validate on the first N val2017 images only (0: no validation at all)")
-    g.add_argument("-j", "--workers", type=int, default=min(4, os.cpu_count() or 1),
+    g.add_argument("-j", "--workers", type=utils.nonnegative_int, default=min(4, os.cpu_count() or 1),
                    help="data loading processes per GPU/process")
-    g.add_argument("--flip-prob", type=float, default=0.5, help="probability of a horizontal flip in training")
-    g.add_argument("--aspect-ratio-group-factor", type=int, default=3,
+    g.add_argument("--flip-prob", type=utils.probability, default=0.5, help="probability of a horizontal flip in training")
+    g.add_argument("--aspect-ratio-group-factor", type=utils.int_or_off, default=3,
                    help="batch images of similar aspect ratio (k bins per side, torchvision's 3); -1: off")
 
     g = p.add_argument_group("model")
-    g.add_argument("--backbone", default="resnet50", choices=utils.BACKBONES,
+    g.add_argument("--backbone", default="resnet50", choices=models.BACKBONES,
                    help="FPN backbone: resnet50 is torchvision's model; resnet18/mobilenet_v3_large for CPU")
     g.add_argument("--weights", default="imagenet",
                    help="initialisation: imagenet (ImageNet backbone, torchvision's recipe), coco (torchvision's "
                         "trained Keypoint R-CNN, to fine-tune), none (from scratch) or a checkpoint path; "
                         "coco and imagenet are downloaded")
-    g.add_argument("--min-size", type=int, nargs="+", default=list(utils.DEFAULT_MIN_SIZE),
+    g.add_argument("--min-size", type=utils.image_side, nargs="+", default=list(models.DEFAULT_MIN_SIZE),
                    help="shorter image side; several values: one picked at random per batch (multi-scale)")
-    g.add_argument("--max-size", type=int, default=utils.DEFAULT_MAX_SIZE, help="longer image side at most")
-    g.add_argument("--keypoint-head", type=keypoint_head_arg, default="512x8", metavar="WxD",
+    g.add_argument("--max-size", type=utils.image_side, default=models.DEFAULT_MAX_SIZE, help="longer image side at most")
+    g.add_argument("--keypoint-head", type=utils.keypoint_head_arg, default="512x8", metavar="WxD",
                    help="keypoint head convs: torchvision's 512x8, or lighter (128x4 trains ~4x faster on CPU)")
-    g.add_argument("--trainable-layers", type=int, default=None,
+    g.add_argument("--trainable-layers", type=utils.nonnegative_int, default=None,
                    help="backbone stages to train (default: 3 from pretrained weights, all from scratch)")
-    g.add_argument("--box-batch-size-per-image", type=int, default=512,
+    g.add_argument("--box-batch-size-per-image", type=utils.positive_int, default=512,
                    help="RoIs sampled per image for the box head (lower is faster on CPU)")
 
     g = p.add_argument_group("optimisation")
-    g.add_argument("--epochs", type=int, default=42, help="epochs to train")
-    g.add_argument("-b", "--batch-size", type=int, default=8, help="total batch over all processes")
-    g.add_argument("--lr", type=float, default=0.02, help="SGD learning rate (for the total batch)")
-    g.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
-    g.add_argument("--weight-decay", type=float, default=1e-4, help="SGD weight decay")
-    g.add_argument("--milestones", type=int, nargs="*", default=[36, 43], help="epochs where the lr is multiplied by --gamma")
-    g.add_argument("--gamma", type=float, default=0.1, help="lr factor at each milestone")
-    g.add_argument("--warmup-iters", type=int, default=1000, help="iterations of linear lr warm-up (0: none)")
-    g.add_argument("--warmup-factor", type=float, default=0.001, help="lr factor at the first warm-up iteration")
+    g.add_argument("--epochs", type=utils.positive_int, default=42, help="epochs to train")
+    g.add_argument("-b", "--batch-size", type=utils.positive_int, default=8, help="total batch over all processes")
+    g.add_argument("--lr", type=utils.positive_float, default=0.02, help="SGD learning rate (for the total batch)")
+    g.add_argument("--momentum", type=utils.momentum, default=0.9, help="SGD momentum")
+    g.add_argument("--weight-decay", type=utils.nonnegative_float, default=1e-4, help="SGD weight decay")
+    g.add_argument("--milestones", type=utils.positive_int, nargs="*", default=[36, 43], help="epochs where the lr is multiplied by --gamma")
+    g.add_argument("--gamma", type=utils.positive_float, default=0.1, help="lr factor at each milestone")
+    g.add_argument("--warmup-iters", type=utils.nonnegative_int, default=1000, help="iterations of linear lr warm-up (0: none)")
+    g.add_argument("--warmup-factor", type=utils.positive_float, default=0.001, help="lr factor at the first warm-up iteration")
     g.add_argument("--amp", action="store_true", help="mixed precision (CUDA only)")
 
     g = p.add_argument_group("run")
@@ -137,8 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--resume", nargs="?", const="", default=None, metavar="PATH",
                    help="continue a run from PATH (no PATH: last.pth in --output-dir); its settings are "
                         "restored, flags given here override the ones allowed to change (e.g. --epochs)")
-    g.add_argument("--seed", type=int, default=0, help="seed of the initial weights, data order and augmentation")
-    g.add_argument("--eval-every", type=int, default=1, metavar="K",
+    g.add_argument("--seed", type=utils.nonnegative_int, default=0, help="seed of the initial weights, data order and augmentation")
+    g.add_argument("--eval-every", type=utils.nonnegative_int, default=1, metavar="K",
                    help="COCO box and keypoint AP every K epochs and after the last (0: never)")
     return p
 
@@ -174,21 +149,13 @@ def restore_args(args: argparse.Namespace, saved: dict[str, Any], source: Path) 
 
 
 def check_args(args: argparse.Namespace, world_size: int) -> None:
-    for name in ("epochs", "batch_size", "lr"):
-        if getattr(args, name) <= 0:
-            raise utils.UserError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
-    for name in ("limit", "val_limit", "warmup_iters", "workers", "eval_every"):
-        value = getattr(args, name)
-        if value is not None and value < 0:
-            raise utils.UserError(f"--{name.replace('_', '-')} must be >= 0, got {value}")
-    if args.limit == 0:
-        raise utils.UserError("--limit 0 leaves nothing to train on")
+    """What no single flag's type can check: flags against each other and the process count."""
     if args.batch_size % world_size:
         raise utils.UserError(f"--batch-size {args.batch_size} is the total over {world_size} processes "
                               "and must be divisible by it")
-    if min(args.min_size) < 32 or args.max_size < max(args.min_size):
-        raise utils.UserError(f"--min-size {args.min_size} / --max-size {args.max_size}: sizes must be >= 32 "
-                              "and --max-size at least the largest --min-size")
+    if args.max_size < max(args.min_size):
+        raise utils.UserError(f"--min-size {args.min_size} / --max-size {args.max_size}: "
+                              "--max-size must be at least the largest --min-size")
 
 
 # --------------------------------------------------------------------------------------
@@ -250,41 +217,6 @@ def lr_factor(iters_per_epoch: int, milestones: Sequence[int], gamma: float, war
     return factor
 
 
-def _interrupt(signum, frame):
-    raise KeyboardInterrupt
-
-
-@contextlib.contextmanager
-def interrupts_as_keyboard_interrupt() -> Iterator[None]:
-    """SIGTERM (cluster pre-emption, torchrun shutting down) is treated like Ctrl-C."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGTERM, _interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-@contextlib.contextmanager
-def interrupts_held() -> Iterator[None]:
-    """Hold Ctrl-C/SIGTERM while the weights, optimizer and scheduler update, so an interrupt
-    never lands between them and a saved checkpoint is always one consistent step."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    received: list[int] = []
-    previous = {s: signal.signal(s, lambda signum, frame: received.append(signum)) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-    if received:
-        raise KeyboardInterrupt
-
-
 @dataclass
 class Progress:
     """Where the run stands: `epoch` epochs done, `step` batches of the next one done."""
@@ -294,65 +226,8 @@ class Progress:
     lr: float = 0.0  # of the last step
 
 
-def full_checkpoint(model, optimizer, scheduler, scaler, progress: Progress, args, config: dict,
-                    history: list[dict], best_ap: float | None, iters_per_epoch: int, world_size: int) -> dict:
-    return {
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "lr_scheduler": scheduler.state_dict(),
-        "scaler": scaler.state_dict(),
-        "epoch": progress.epoch,
-        "epoch_step": progress.step,
-        "epoch_loss_sums": list(progress.loss_sums),
-        "epoch_lr": progress.lr,
-        "iters_per_epoch": iters_per_epoch,
-        "world_size": world_size,
-        "args": plain_args(args),
-        "model_config": config,
-        "history": history,
-        "best_keypoint_ap": best_ap,
-    }
-
-
-def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-
-
 def save_log(path: Path, args, config: dict, history: list[dict]) -> None:
-    text = json.dumps({"args": plain_args(args), "model_config": config, "epochs": history}, indent=1)
-    write_atomic(path, lambda p: p.write_text(text + "\n"))
-
-
-def save_plot(path: Path, history: list[dict], title: str) -> None:
-    from matplotlib.figure import Figure  # no pyplot: no GUI backend, no global figure state
-
-    evaluated = [h for h in history if h.get("keypoint_AP") is not None]
-    fig = Figure(figsize=(11 if evaluated else 6, 4), dpi=100)
-    ax = fig.add_subplot(1, 2 if evaluated else 1, 1)
-    epochs = [h["epoch"] for h in history]
-    ax.plot(epochs, [h["train_loss"] for h in history], "o-", label="train")
-    if any(h.get("val_loss") is not None for h in history):
-        ax.plot([h["epoch"] for h in history if h.get("val_loss") is not None],
-                [h["val_loss"] for h in history if h.get("val_loss") is not None], "s-", label="val")
-    ax.set(xlabel="epoch", ylabel="loss (sum of the 5 losses)", title=title)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    if evaluated:
-        ax = fig.add_subplot(1, 2, 2)
-        ax.plot([h["epoch"] for h in evaluated], [h["box_AP"] for h in evaluated], "o-", label="box AP")
-        ax.plot([h["epoch"] for h in evaluated], [h["keypoint_AP"] for h in evaluated], "s-", label="keypoint AP")
-        ax.set(xlabel="epoch", ylabel="COCO AP (val)", title="validation AP")
-        ax.grid(alpha=0.3)
-        ax.legend()
-    fig.tight_layout()
-    write_atomic(path, lambda p: fig.savefig(p, format="png"))
+    utils.write_json(path, {"args": plain_args(args), "model_config": config, "epochs": history}, indent=1)
 
 
 # --------------------------------------------------------------------------------------
@@ -365,15 +240,15 @@ def reduce_mean(values: torch.Tensor, world_size: int) -> torch.Tensor:
     return values
 
 
-def train_one_epoch(model, optimizer, scheduler, scaler, loader, device, progress: Progress, args,
-                    iters_per_epoch: int, world_size: int, show: bool) -> None:
-    """Train over `loader`, updating `progress` after every completed step."""
-    from tqdm import tqdm
-
+def train_one_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler, scaler: torch.amp.GradScaler,
+                    loader, device: torch.device, progress: Progress, epochs: int, iters_per_epoch: int,
+                    world_size: int, show: bool, checkpoint_path: Path) -> None:
+    """Train over `loader`, updating `progress` after every completed step. `checkpoint_path` is
+    only named in the message of a non-finite loss."""
     model.train()
     use_amp = scaler.is_enabled()
     bar = tqdm(loader, total=iters_per_epoch, initial=progress.step, disable=not show, dynamic_ncols=True,
-               desc=f"epoch {progress.epoch + 1}/{args.epochs}")
+               desc=f"epoch {progress.epoch + 1}/{epochs}")
     for images, targets in bar:
         images, targets = to_device(images, targets, device)
         with torch.autocast(device.type, enabled=use_amp):
@@ -384,11 +259,11 @@ def train_one_epoch(model, optimizer, scheduler, scaler, loader, device, progres
             raise utils.UserError(
                 f"non-finite loss at epoch {progress.epoch + 1}, iteration {progress.step + 1}/{iters_per_epoch} "
                 f"({bad}); stopped. Lower --lr or raise --warmup-iters; the last good checkpoint is "
-                f"{Path(args.output_dir) / LAST_CHECKPOINT} (epoch {progress.epoch})")
+                f"{checkpoint_path} (epoch {progress.epoch})")
         loss = sum(loss_dict[k] for k in LOSS_NAMES)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
-        with interrupts_held():
+        with utils.interrupts_held():
             progress.lr = optimizer.param_groups[0]["lr"]
             scaler.step(optimizer)
             scaler.update()
@@ -436,40 +311,62 @@ def validation_loss(model, loader, device, use_amp: bool, world_size: int) -> di
 # --------------------------------------------------------------------------------------
 # The run
 # --------------------------------------------------------------------------------------
-def main(argv: Sequence[str] | None = None) -> Path | None:
-    """Train; returns the final weights' path (None on other ranks than 0 under torchrun)."""
-    args = parse_args(argv)
-    with utils.cli_errors(), interrupts_as_keyboard_interrupt():
-        info, device = utils.init_distributed(args.device)
-        try:
-            return train(args, info, device)
-        except DatasetError as e:  # bad data files; from a DataLoader worker the message holds a traceback
-            raise utils.UserError(str(e).strip().splitlines()[-1].split("DatasetError: ", 1)[-1]) from None
-        finally:
-            utils.cleanup_distributed()
 
 
-def train(args: argparse.Namespace, info: utils.DistInfo, device: torch.device) -> Path | None:
-    log = print if info.is_main else (lambda *a, **k: None)
+@dataclass
+class Run:
+    """Everything one training run updates, and what a checkpoint of it holds."""
+    model: torch.nn.Module              # what runs the steps (DistributedDataParallel under torchrun)
+    net: torch.nn.Module                # the model itself, what is saved and evaluated
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    config: dict[str, Any]
+    progress: Progress = field(default_factory=Progress)
+    history: list[dict] = field(default_factory=list)
+    best_ap: float | None = None
 
-    # ---- settings: fresh, or restored from the checkpoint we resume ----------------------------
-    resume_ckpt, resume_path = None, None
-    if args.resume is not None:
-        resume_path = Path(args.resume) if args.resume else Path(args.output_dir) / LAST_CHECKPOINT
-        if not resume_path.is_file():
-            raise utils.UserError(f"--resume: no checkpoint at {resume_path}")
-        resume_ckpt = utils.load_checkpoint(resume_path)
-        missing = [k for k in ("model", "optimizer", "lr_scheduler", "epoch", "args", "model_config") if k not in resume_ckpt]
-        if missing:
-            raise utils.UserError(f"--resume: {resume_path} is not a full training checkpoint (no {missing[0]!r}); "
-                                  "use it with --weights to start a new run from its weights")
-        args = restore_args(args, resume_ckpt["args"], resume_path)
-    check_args(args, info.world_size)
-    output_dir = Path(args.output_dir)
-    use_amp = args.amp and device.type == "cuda"
-    if args.amp and not use_amp:
-        log("note: --amp needs CUDA; training in float32")
+    def checkpoint(self, args: argparse.Namespace, iters_per_epoch: int, world_size: int) -> dict:
+        """A full checkpoint: what --resume needs to continue exactly where the run stands."""
+        return {
+            "model": self.net.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "lr_scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
+            "epoch": self.progress.epoch, "epoch_step": self.progress.step,
+            "epoch_loss_sums": list(self.progress.loss_sums), "epoch_lr": self.progress.lr,
+            "iters_per_epoch": iters_per_epoch, "world_size": world_size, "args": plain_args(args),
+            "model_config": self.config, "history": self.history, "best_keypoint_ap": self.best_ap,
+        }
 
+
+@dataclass
+class Data:
+    train_set: Any
+    sampler: DistributedSampler
+    group_ids: list[int] | None
+    per_process_batch: int
+    iters_per_epoch: int
+    val_loader: DataLoader | None
+    val_loss_set: Any
+    eval_set: Any
+
+
+def load_resume(args: argparse.Namespace) -> tuple[argparse.Namespace, dict | None, Path | None]:
+    """(settings, checkpoint, its path): with --resume, the checkpoint's settings under the flags typed now."""
+    if args.resume is None:
+        return args, None, None
+    resume_path = Path(args.resume) if args.resume else Path(args.output_dir) / LAST_CHECKPOINT
+    if not resume_path.is_file():
+        raise utils.UserError(f"--resume: no checkpoint at {resume_path}")
+    resume_ckpt = models.load_checkpoint(resume_path)
+    missing = [k for k in ("model", "optimizer", "lr_scheduler", "epoch", "args", "model_config") if k not in resume_ckpt]
+    if missing:
+        raise utils.UserError(f"--resume: {resume_path} is not a full training checkpoint (no {missing[0]!r}); "
+                              "use it with --weights to start a new run from its weights")
+    return restore_args(args, resume_ckpt["args"], resume_path), resume_ckpt, resume_path
+
+
+def settle_model_settings(args: argparse.Namespace, resume_ckpt: dict | None) -> bool:
+    """Fill in the model flags a checkpoint decides; returns whether BatchNorm is frozen."""
     if resume_ckpt is not None:
         frozen_bn = bool(resume_ckpt["model_config"]["frozen_bn"])
     elif args.weights in ("coco", "imagenet"):
@@ -477,18 +374,18 @@ def train(args: argparse.Namespace, info: utils.DistInfo, device: torch.device) 
     elif args.weights == "none":
         frozen_bn = False
     else:  # a checkpoint: its model settings fill in the flags not typed
-        state_dict, saved = utils.load_weights(args.weights)
-        saved = saved or {}
+        saved = models.read_model_settings(args.weights)
         if "backbone" not in args.explicit:
-            args.backbone = saved.get("backbone") or utils.guess_backbone(state_dict) or args.backbone
+            args.backbone = saved["backbone"] or args.backbone
         if "keypoint_head" not in args.explicit:
-            args.keypoint_head = saved.get("keypoint_head") or utils.guess_keypoint_head(state_dict)
-        frozen_bn = bool(saved.get("frozen_bn", True))
-        del state_dict
+            args.keypoint_head = saved["keypoint_head"]
+        frozen_bn = saved["frozen_bn"]
     if args.trainable_layers is None:  # torchvision: 3 stages from pretrained weights, all from scratch
         args.trainable_layers = 3 if frozen_bn else (6 if args.backbone.startswith("mobilenet") else 5)
+    return frozen_bn
 
-    # ---- data ----------------------------------------------------------------------------------
+
+def build_data(args: argparse.Namespace, info: utils.DistInfo, device: torch.device) -> Data:
     train_set, val_loss_set, eval_set = build_datasets(args)
     per_process_batch = args.batch_size // info.world_size
     # DistributedSampler also for one process: its set_epoch(epoch) makes each epoch's order a
@@ -505,143 +402,191 @@ def train(args: argparse.Namespace, info: utils.DistInfo, device: torch.device) 
         shard = Subset(val_loss_set, range(info.rank, len(val_loss_set), info.world_size))
         val_loader = DataLoader(shard, batch_size=per_process_batch, shuffle=False, num_workers=args.workers,
                                 collate_fn=collate_fn, pin_memory=device.type == "cuda")
+    return Data(train_set, sampler, group_ids, per_process_batch, iters_per_epoch, val_loader, val_loss_set, eval_set)
 
-    # ---- model, optimizer, schedule --------------------------------------------------------------
+
+def build_run(args: argparse.Namespace, frozen_bn: bool, resumed: bool, iters_per_epoch: int,
+              info: utils.DistInfo, device: torch.device) -> Run:
+    """Model, SGD, the lr schedule and the AMP scaler, as a fresh run starts them."""
     utils.seed_everything(args.seed)
-    model = utils.build_model(args.backbone, "none" if resume_ckpt is not None else args.weights,
-                              min_size=args.min_size, max_size=args.max_size,
-                              trainable_layers=args.trainable_layers, frozen_bn=frozen_bn,
-                              keypoint_head=args.keypoint_head,
-                              box_batch_size_per_image=args.box_batch_size_per_image)
-    config = utils.model_config(args.backbone, utils.NUM_KEYPOINTS, args.min_size, args.max_size, frozen_bn,
-                                args.keypoint_head)
-    model.to(device)
-    model_without_ddp = model
+    net = models.build_model(args.backbone, "none" if resumed else args.weights,
+                             min_size=args.min_size, max_size=args.max_size,
+                             trainable_layers=args.trainable_layers, frozen_bn=frozen_bn,
+                             keypoint_head=args.keypoint_head,
+                             box_batch_size_per_image=args.box_batch_size_per_image)
+    config = models.model_config(args.backbone, utils.NUM_KEYPOINTS, args.min_size, args.max_size, frozen_bn,
+                                 args.keypoint_head)
+    net.to(device)
+    model = net
     if info.distributed:
         model = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None)
-    params = [p for p in model_without_ddp.parameters() if p.requires_grad]
+            net, device_ids=[device.index] if device.type == "cuda" else None)
+    params = [p for p in net.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(params, lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(
         iters_per_epoch, args.milestones, args.gamma, args.warmup_iters, args.warmup_factor))
-    scaler = torch.amp.GradScaler(device.type, enabled=use_amp)
+    scaler = torch.amp.GradScaler(device.type, enabled=args.amp and device.type == "cuda")
+    return Run(model, net, optimizer, scheduler, scaler, config)
 
-    progress, history, best_ap = Progress(), [], None
-    if resume_ckpt is not None:
-        utils.apply_state_dict(model_without_ddp, resume_ckpt["model"], source=str(resume_path))
-        optimizer.load_state_dict(resume_ckpt["optimizer"])
-        scheduler.load_state_dict(resume_ckpt["lr_scheduler"])
-        if resume_ckpt.get("scaler"):
-            scaler.load_state_dict(resume_ckpt["scaler"])
-        progress = Progress(int(resume_ckpt["epoch"]), int(resume_ckpt.get("epoch_step", 0)),
-                            list(resume_ckpt.get("epoch_loss_sums") or [0.0] * len(LOSS_NAMES)),
-                            float(resume_ckpt.get("epoch_lr", 0.0)))
-        if progress.epoch > args.epochs:
-            raise utils.UserError(f"--epochs {args.epochs}: {resume_path} has already done {progress.epoch} epochs")
-        # An interrupt between logging an epoch and saving it must not log that epoch twice.
-        history = [h for h in resume_ckpt.get("history", []) if h["epoch"] <= progress.epoch]
-        best_ap = resume_ckpt.get("best_keypoint_ap")
-        if resume_ckpt.get("iters_per_epoch") != iters_per_epoch:
-            log(f"note: {iters_per_epoch} iterations per epoch now, {resume_ckpt.get('iters_per_epoch')} in the "
-                "checkpoint (other data, batch or process count): milestones move accordingly")
-            if progress.step:
-                progress.step, progress.loss_sums = 0, [0.0] * len(LOSS_NAMES)
-                log("note: the interrupted epoch restarts from its beginning")
-        del resume_ckpt
 
-    stem = Path(utils.checkpoint_name(args.epochs, args.batch_size, args.lr, args.momentum)).stem
-    last_path, best_path = output_dir / LAST_CHECKPOINT, output_dir / BEST_CHECKPOINT
-    final_path, log_path, plot_path = (output_dir / f"{stem}{ext}" for ext in (".pth", ".json", ".png"))
+def restore_run(run: Run, ckpt: dict, source: Path, args: argparse.Namespace, iters_per_epoch: int,
+                log: Callable[..., None]) -> None:
+    """Put a full checkpoint's weights, optimizer, schedule and progress into `run`."""
+    models.apply_state_dict(run.net, ckpt["model"], source=str(source))
+    run.optimizer.load_state_dict(ckpt["optimizer"])
+    run.scheduler.load_state_dict(ckpt["lr_scheduler"])
+    if ckpt.get("scaler"):
+        run.scaler.load_state_dict(ckpt["scaler"])
+    run.progress = Progress(int(ckpt["epoch"]), int(ckpt.get("epoch_step", 0)),
+                            list(ckpt.get("epoch_loss_sums") or [0.0] * len(LOSS_NAMES)),
+                            float(ckpt.get("epoch_lr", 0.0)))
+    if run.progress.epoch > args.epochs:
+        raise utils.UserError(f"--epochs {args.epochs}: {source} has already done {run.progress.epoch} epochs")
+    # An interrupt between logging an epoch and saving it must not log that epoch twice.
+    run.history = [h for h in ckpt.get("history", []) if h["epoch"] <= run.progress.epoch]
+    run.best_ap = ckpt.get("best_keypoint_ap")
+    if ckpt.get("iters_per_epoch") != iters_per_epoch:
+        log(f"note: {iters_per_epoch} iterations per epoch now, {ckpt.get('iters_per_epoch')} in the "
+            "checkpoint (other data, batch or process count): milestones move accordingly")
+        if run.progress.step:
+            run.progress.step, run.progress.loss_sums = 0, [0.0] * len(LOSS_NAMES)
+            log("note: the interrupted epoch restarts from its beginning")
+
+
+def describe(args: argparse.Namespace, data: Data, frozen_bn: bool, info: utils.DistInfo, device: torch.device,
+             resumed: Progress | None, resume_path: Path | None, log: Callable[..., None]) -> None:
     sizes = "-".join(str(s) for s in sorted({min(args.min_size), max(args.min_size)}))
-    log(f"train: {len(train_set)} images from {args.data_root}, {iters_per_epoch} iterations/epoch, batch "
-        f"{args.batch_size} ({info.world_size} process(es) x {per_process_batch}), device {device}")
+    log(f"train: {len(data.train_set)} images from {args.data_root}, {data.iters_per_epoch} iterations/epoch, "
+        f"batch {args.batch_size} ({info.world_size} process(es) x {data.per_process_batch}), device {device}")
     head = args.keypoint_head
     head = f"{head[0]}x{len(head)}" if len(set(head)) == 1 else ",".join(map(str, head))
     log(f"model: {args.backbone} FPN, weights {args.weights}, keypoint head {head}, image size {sizes} "
         f"(max {args.max_size}), {'frozen' if frozen_bn else 'trained'} BatchNorm")
-    if val_loader is None:
+    if data.val_loader is None:
         log("validation: off")
     else:
-        log(f"validation: {len(val_loss_set)} images for the loss, {len(eval_set)} for COCO AP "
+        log(f"validation: {len(data.val_loss_set)} images for the loss, {len(data.eval_set)} for COCO AP "
             f"{'every ' + str(args.eval_every) + ' epoch(s)' if args.eval_every else 'never (--eval-every 0)'}")
-    if resume_path is not None:
-        log(f"resuming {resume_path}: {progress.epoch} epoch(s) done"
-            + (f", {progress.step} iteration(s) into epoch {progress.epoch + 1}" if progress.step else ""))
+    if resumed is not None:
+        log(f"resuming {resume_path}: {resumed.epoch} epoch(s) done"
+            + (f", {resumed.step} iteration(s) into epoch {resumed.epoch + 1}" if resumed.step else ""))
 
-    # ---- epochs ------------------------------------------------------------------------------------
-    def checkpoint() -> dict:
-        return full_checkpoint(model_without_ddp, optimizer, scheduler, scaler, progress, args, config,
-                               history, best_ap, iters_per_epoch, info.world_size)
+
+def epoch_summary(entry: dict[str, Any], epochs: int, metrics: dict, is_best: bool) -> str:
+    summary = f"epoch {entry['epoch']}/{epochs}: train loss {entry['train_loss']:.4f} (" + \
+        " ".join(f"{n} {entry[k]:.3f}" for n, k in zip(SHORT_LOSS_NAMES, LOSS_NAMES)) + ")"
+    if entry["val_loss"] is not None:
+        summary += f" | val loss {entry['val_loss']:.4f}"
+    if metrics:
+        summary += f" | {coco_eval.format_metrics_line(metrics)}" + (" (best)" if is_best else "")
+    return summary + f" | lr {entry['lr']:.2e} | {entry['time_s']:.0f}s"
+
+
+def finish_epoch(run: Run, data: Data, args: argparse.Namespace, epoch: int, started: float,
+                 info: utils.DistInfo, device: torch.device, paths: dict[str, Path]) -> str:
+    """Validate, log, save last.pth (and best.pth), the log and the plot; returns the summary line."""
+    use_amp = run.scaler.is_enabled()
+    val = validation_loss(run.net, data.val_loader, device, use_amp, info.world_size) \
+        if data.val_loader is not None else None
+    metrics = {}
+    if data.eval_set is not None and args.eval_every and ((epoch + 1) % args.eval_every == 0 or epoch + 1 == args.epochs):
+        metrics, _ = coco_eval.evaluate_dataset(run.net, data.eval_set, device, batch_size=data.per_process_batch,
+                                                workers=args.workers, amp=use_amp, verbose=True,
+                                                desc=f"eval epoch {epoch + 1}")
+        run.model.train()
+    train_losses = [s / max(run.progress.step, 1) for s in run.progress.loss_sums]
+    entry: dict[str, Any] = {"epoch": epoch + 1, "lr": run.progress.lr,
+                             "train_loss": sum(train_losses), **dict(zip(LOSS_NAMES, train_losses)),
+                             "val_loss": sum(val.values()) if val else None}
+    if val:
+        entry.update({f"val_{k}": v for k, v in val.items()})
+    if metrics:
+        entry.update(box_AP=metrics["bbox"]["AP"], keypoint_AP=metrics["keypoints"]["AP"], metrics=metrics)
+    entry["time_s"] = round(time.time() - started, 1)
+    run.history.append(entry)
+    is_best = bool(metrics) and (run.best_ap is None or metrics["keypoints"]["AP"] > run.best_ap)
+    if is_best:
+        run.best_ap = metrics["keypoints"]["AP"]
+    run.progress = Progress(epoch + 1)
+    if info.is_main:
+        ckpt = run.checkpoint(args, data.iters_per_epoch, info.world_size)
+        utils.atomic_save(ckpt, paths["last"])
+        if is_best:
+            utils.atomic_save(ckpt, paths["best"])
+        del ckpt
+        save_log(paths["log"], args, run.config, run.history)
+        draw.plot_history(paths["plot"], run.history, paths["final"].stem)
+    return epoch_summary(entry, args.epochs, metrics, is_best)
+
+
+def output_paths(args: argparse.Namespace) -> dict[str, Path]:
+    output_dir = Path(args.output_dir)
+    stem = Path(models.checkpoint_name(args.epochs, args.batch_size, args.lr, args.momentum)).stem
+    return {"last": output_dir / LAST_CHECKPOINT, "best": output_dir / BEST_CHECKPOINT,
+            "final": output_dir / f"{stem}.pth", "log": output_dir / f"{stem}.json", "plot": output_dir / f"{stem}.png"}
+
+
+def train(args: argparse.Namespace, info: utils.DistInfo, device: torch.device) -> Path | None:
+    log = print if info.is_main else (lambda *a, **k: None)
+    # settings: fresh, or restored from the checkpoint we resume
+    args, resume_ckpt, resume_path = load_resume(args)
+    check_args(args, info.world_size)
+    if args.amp and device.type != "cuda":
+        log("note: --amp needs CUDA; training in float32")
+    frozen_bn = settle_model_settings(args, resume_ckpt)
+    paths = output_paths(args)
+
+    data = build_data(args, info, device)
+    run = build_run(args, frozen_bn, resume_ckpt is not None, data.iters_per_epoch, info, device)
+    if resume_ckpt is not None:
+        restore_run(run, resume_ckpt, resume_path, args, data.iters_per_epoch, log)
+        del resume_ckpt
+    describe(args, data, frozen_bn, info, device, run.progress if resume_path else None, resume_path, log)
 
     try:
-        while progress.epoch < args.epochs:
-            epoch = progress.epoch
-            started = time.time()
+        while run.progress.epoch < args.epochs:
+            epoch, started = run.progress.epoch, time.time()
             # Each epoch's randomness (flips, scales, RoI sampling, worker seeds) depends only on
             # (seed, epoch, rank): an epoch redone after a crash is the same epoch.
             utils.seed_everything(args.seed + epoch * info.world_size + info.rank)
-            batches = epoch_batches(sampler, group_ids, per_process_batch, epoch)
-            loader = DataLoader(train_set, batch_sampler=batches[progress.step:], num_workers=args.workers,
+            batches = epoch_batches(data.sampler, data.group_ids, data.per_process_batch, epoch)
+            loader = DataLoader(data.train_set, batch_sampler=batches[run.progress.step:], num_workers=args.workers,
                                 collate_fn=collate_fn, pin_memory=device.type == "cuda")
-            train_one_epoch(model, optimizer, scheduler, scaler, loader, device, progress, args,
-                            iters_per_epoch, info.world_size, show=info.is_main)
-
-            val = validation_loss(model_without_ddp, val_loader, device, use_amp, info.world_size) \
-                if val_loader is not None else None
-            metrics = {}
-            last_epoch = epoch + 1 == args.epochs
-            if eval_set is not None and args.eval_every and ((epoch + 1) % args.eval_every == 0 or last_epoch):
-                metrics, _ = utils.evaluate_dataset(model_without_ddp, eval_set, device, batch_size=per_process_batch,
-                                                    workers=args.workers, amp=use_amp, verbose=True,
-                                                    desc=f"eval epoch {epoch + 1}")
-                model.train()
-
-            train_losses = [s / max(progress.step, 1) for s in progress.loss_sums]
-            entry: dict[str, Any] = {"epoch": epoch + 1, "lr": progress.lr,
-                                     "train_loss": sum(train_losses), **dict(zip(LOSS_NAMES, train_losses)),
-                                     "val_loss": sum(val.values()) if val else None}
-            if val:
-                entry.update({f"val_{k}": v for k, v in val.items()})
-            if metrics:
-                entry.update(box_AP=metrics["bbox"]["AP"], keypoint_AP=metrics["keypoints"]["AP"], metrics=metrics)
-            entry["time_s"] = round(time.time() - started, 1)
-            history.append(entry)
-            is_best = bool(metrics) and (best_ap is None or metrics["keypoints"]["AP"] > best_ap)
-            if is_best:
-                best_ap = metrics["keypoints"]["AP"]
-            progress = Progress(epoch + 1)
-            if info.is_main:
-                ckpt = checkpoint()
-                utils.atomic_save(ckpt, last_path)
-                if is_best:
-                    utils.atomic_save(ckpt, best_path)
-                del ckpt
-                save_log(log_path, args, config, history)
-                save_plot(plot_path, history, stem)
-            summary = f"epoch {epoch + 1}/{args.epochs}: train loss {entry['train_loss']:.4f} (" + \
-                " ".join(f"{n} {v:.3f}" for n, v in zip(SHORT_LOSS_NAMES, train_losses)) + ")"
-            if val:
-                summary += f" | val loss {entry['val_loss']:.4f}"
-            if metrics:
-                summary += f" | {utils.format_metrics_line(metrics)}" + (" (best)" if is_best else "")
-            log(summary + f" | lr {entry['lr']:.2e} | {entry['time_s']:.0f}s")
+            train_one_epoch(run.model, run.optimizer, run.scheduler, run.scaler, loader, device, run.progress,
+                            args.epochs, data.iters_per_epoch, info.world_size, show=info.is_main,
+                            checkpoint_path=paths["last"])
+            log(finish_epoch(run, data, args, epoch, started, info, device, paths))
     except KeyboardInterrupt:
         if info.is_main:
-            utils.atomic_save(checkpoint(), last_path)
-            where = f"epoch {progress.epoch + 1}, iteration {progress.step}/{iters_per_epoch}" \
-                if progress.epoch < args.epochs else "the end"
-            print(f"\ninterrupted at {where}: saved {last_path}; continue with: python train.py --resume {last_path}",
-                  flush=True)
+            utils.atomic_save(run.checkpoint(args, data.iters_per_epoch, info.world_size), paths["last"])
+            where = f"epoch {run.progress.epoch + 1}, iteration {run.progress.step}/{data.iters_per_epoch}" \
+                if run.progress.epoch < args.epochs else "the end"
+            print(f"\ninterrupted at {where}: saved {paths['last']}; continue with: "
+                  f"python train.py --resume {paths['last']}", flush=True)
         raise SystemExit(130) from None
 
-    # ---- the final weights: a plain state_dict, like torchvision's own ----------------------
+    # the final weights: a plain state_dict, like torchvision's own
     if info.is_main:
-        utils.atomic_save(model_without_ddp.state_dict(), final_path)
-        log(f"done: final weights {final_path}")
-        log(f"      full checkpoints {last_path}" + (f", {best_path} (keypoint AP {best_ap:.3f})" if best_ap is not None else ""))
-        log(f"      log {log_path}, plot {plot_path}")
+        utils.atomic_save(run.net.state_dict(), paths["final"])
+        log(f"done: final weights {paths['final']}")
+        log(f"      full checkpoints {paths['last']}" +
+            (f", {paths['best']} (keypoint AP {run.best_ap:.3f})" if run.best_ap is not None else ""))
+        log(f"      log {paths['log']}, plot {paths['plot']}")
     utils.barrier()
-    return final_path if info.is_main else None
+    return paths["final"] if info.is_main else None
+
+
+def main(argv: Sequence[str] | None = None) -> Path | None:
+    """Train; returns the final weights' path (None on other ranks than 0 under torchrun)."""
+    args = parse_args(argv)
+    with utils.cli_errors(), utils.interrupts_as_keyboard_interrupt():
+        info, device = utils.init_distributed(args.device)
+        try:
+            return train(args, info, device)
+        except DatasetError as e:  # bad data files; from a DataLoader worker the message holds a traceback
+            raise utils.UserError(str(e).strip().splitlines()[-1].split("DatasetError: ", 1)[-1]) from None
+        finally:
+            utils.cleanup_distributed()
 
 
 if __name__ == "__main__":

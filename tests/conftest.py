@@ -7,19 +7,55 @@ CI always has it, so a skip there would hide a broken setup.
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+import models  # noqa: E402  (these need the repo on sys.path)
+from sample_data import make_sample_dataset  # noqa: E402
+
 COCO_MINI = Path(os.environ.get("COCO_MINI", REPO.parent / "shared" / "data" / "coco-mini"))
 
 # Tiny settings that keep a Keypoint R-CNN step around a second on 2 CPU cores.
 TINY_MODEL = {"backbone": "resnet18", "min_size": 160, "max_size": 256}
+TINY_HEAD = [32, 32]  # the keypoint head runs on up to 100 detections per image: keep it small
+
+
+def one_line_error(main, argv: list[str]) -> str:
+    """Run a script's `main(argv)`, expecting a one-line error and a non-zero exit; returns the line."""
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    message = str(exc.value.code)
+    assert message.startswith("error: ") and "\n" not in message, message
+    return message
+
+
+def flag_error(main, argv: list[str], capsys) -> str:
+    """Run a script's `main(argv)`, expecting argparse to refuse a flag: exit status 2 and one
+    `error:` line on stderr; returns that line."""
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line.split(": ", 1)[1].startswith("error: "), line
+    return line.split(": ", 1)[1]
+
+
+def help_text(parse_args, capsys) -> str:
+    """What `--help` prints; it must exit 0."""
+    with pytest.raises(SystemExit) as exc:
+        parse_args(["--help"])
+    assert exc.value.code == 0
+    return capsys.readouterr().out
 
 
 def _in_ci() -> bool:
@@ -40,8 +76,6 @@ def coco_mini() -> Path:
 @pytest.fixture(scope="session")
 def sample_root(tmp_path_factory) -> Path:
     """A small generated sample dataset in the COCO layout (train2017/, val2017/, annotations/)."""
-    from dataset import make_sample_dataset
-
     root = tmp_path_factory.mktemp("sample")
     make_sample_dataset(root, images=24, seed=0, val_images=8)
     return root
@@ -50,8 +84,6 @@ def sample_root(tmp_path_factory) -> Path:
 @pytest.fixture(autouse=True)
 def _few_threads():
     # Two cores on CI: keep torch from oversubscribing when pytest runs helpers in-process.
-    import torch
-
     torch.set_num_threads(min(2, os.cpu_count() or 1))
     yield
 
@@ -62,10 +94,6 @@ def xvfb_display():
 
     `.ci/run` installs Debian's xvfb, so CI always runs the real-window tests.
     """
-    import shutil
-    import subprocess
-    import time
-
     if not shutil.which("Xvfb"):
         message = "Xvfb not installed (Debian package xvfb)"
         if _in_ci():
@@ -88,3 +116,16 @@ def xvfb_display():
                 server.wait(timeout=10)
             return
     pytest.fail("could not start Xvfb on displays :90-:119")
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    """A randomly initialised tiny model in our full checkpoint format."""
+    torch.manual_seed(0)
+    settings = dict(min_size=TINY_MODEL["min_size"], max_size=TINY_MODEL["max_size"], frozen_bn=False,
+                    keypoint_head=TINY_HEAD)
+    model = models.build_model(TINY_MODEL["backbone"], "none", **settings)
+    path = tmp_path_factory.mktemp("weights") / "tiny.pth"
+    torch.save({"model": model.state_dict(), "model_config": models.model_config(TINY_MODEL["backbone"], **settings)},
+               path)
+    return path

@@ -17,28 +17,17 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, TINY_MODEL
+from conftest import REPO, help_text, one_line_error
 
 import detect
+import media
+import draw
+import models
 import utils
 
-TINY_HEAD = [32, 32]
 # Few persons per frame: the keypoint head and the per-person bicubic upsampling stay cheap.
 FAST = ["--device", "cpu", "--score-thresh", "0.5", "--max-persons", "3"]
 COCO_IMAGE = "000000192699.jpg"  # 640 x 457, two people
-
-
-@pytest.fixture(scope="module")
-def tiny_weights(tmp_path_factory) -> Path:
-    """A randomly initialised tiny model in our full checkpoint format."""
-    torch.manual_seed(0)
-    settings = dict(min_size=TINY_MODEL["min_size"], max_size=TINY_MODEL["max_size"], frozen_bn=False,
-                    keypoint_head=TINY_HEAD)
-    model = utils.build_model(TINY_MODEL["backbone"], "none", **settings)
-    path = tmp_path_factory.mktemp("weights") / "tiny.pth"
-    torch.save({"model": model.state_dict(), "model_config": utils.model_config(TINY_MODEL["backbone"], **settings)},
-               path)
-    return path
 
 
 def write_video(path: Path, images: list[Path], frames: int, fps: float, size: tuple[int, int] = (320, 240)) -> Path:
@@ -93,21 +82,16 @@ def check_person(person: dict, score_thresh: float, kp_thresh: float) -> None:
 
 
 def run_fails(argv: list[str]) -> str:
-    """detect.main, expecting a one-line error; returns it."""
-    with pytest.raises(SystemExit) as exc:
-        detect.main(argv)
-    message = str(exc.value.code)
-    assert message.startswith("error: ") and "\n" not in message, message
-    return message
+    return one_line_error(detect.main, argv)
 
 
 # --------------------------------------------------------------------------------------
 # Files
 # --------------------------------------------------------------------------------------
-def test_image_from_coco_mini(coco_mini, tiny_weights, tmp_path, capsys):
+def test_image_from_coco_mini(coco_mini, tiny_checkpoint, tmp_path, capsys):
     source = coco_mini / "val2017" / COCO_IMAGE
     out = tmp_path / "out"
-    detect.main(["--weights", str(tiny_weights), "--file", str(source), "--output", str(out), "--save-json",
+    detect.main(["--weights", str(tiny_checkpoint), "--file", str(source), "--output", str(out), "--save-json",
                  "--no-show", *FAST])
     saved = cv2.imread(str(out / COCO_IMAGE))
     original = cv2.imread(str(source))
@@ -121,12 +105,12 @@ def test_image_from_coco_mini(coco_mini, tiny_weights, tmp_path, capsys):
     if any(k[2] for p in result["persons"] for k in p["keypoints"]):
         assert np.abs(saved.astype(int) - original.astype(int)).max() > 100  # a skeleton was drawn
     printed = capsys.readouterr().out
-    assert f"-> {out / COCO_IMAGE}" in printed and f"weights: {tiny_weights}" in printed
+    assert f"-> {out / COCO_IMAGE}" in printed and f"weights: {tiny_checkpoint}" in printed
 
 
-def test_video_keeps_frame_count_size_and_fps(clip, tiny_weights, tmp_path):
+def test_video_keeps_frame_count_size_and_fps(clip, tiny_checkpoint, tmp_path):
     out = tmp_path / "out"
-    detect.main(["--weights", str(tiny_weights), "--file", str(clip), "--output", str(out), "--save-json",
+    detect.main(["--weights", str(tiny_checkpoint), "--file", str(clip), "--output", str(out), "--save-json",
                  "--no-show", *FAST])
     assert video_info(out / "clip.mp4") == (5, 320, 240, 8.0)
     result = json.loads((out / "clip.json").read_text())
@@ -138,7 +122,7 @@ def test_video_keeps_frame_count_size_and_fps(clip, tiny_weights, tmp_path):
             check_person(person, 0.5, 2.0)
 
 
-def test_kind_comes_from_content_in_folders_and_globs(sample_images, tiny_weights, tmp_path, capsys):
+def test_kind_comes_from_content_in_folders_and_globs(sample_images, tiny_checkpoint, tmp_path, capsys):
     folder = tmp_path / "mixed"
     folder.mkdir()
     (folder / "photo.dat").write_bytes(sample_images[0].read_bytes())  # a JPEG under an odd name
@@ -147,7 +131,7 @@ def test_kind_comes_from_content_in_folders_and_globs(sample_images, tiny_weight
     (folder / "notes.txt").write_text("not a picture\n")
     (folder / ".hidden.jpg").write_bytes(b"")
     out = tmp_path / "out"
-    detect.main(["--weights", str(tiny_weights), "--file", str(folder), "--output", str(out), "--no-show", *FAST])
+    detect.main(["--weights", str(tiny_checkpoint), "--file", str(folder), "--output", str(out), "--no-show", *FAST])
     assert sorted(p.name for p in out.iterdir()) == ["movie.mp4", "photo.jpg"]
     assert cv2.imread(str(out / "photo.jpg")).shape == cv2.imread(str(sample_images[0])).shape
     assert video_info(out / "movie.mp4") == (2, 160, 128, 5.0)
@@ -155,22 +139,22 @@ def test_kind_comes_from_content_in_folders_and_globs(sample_images, tiny_weight
     assert "skipped 1 file(s)" in printed and "notes.txt" in printed
 
     out2 = tmp_path / "out2"
-    detect.main(["--weights", str(tiny_weights), "--file", str(folder / "*.dat"), "--output", str(out2),
+    detect.main(["--weights", str(tiny_checkpoint), "--file", str(folder / "*.dat"), "--output", str(out2),
                  "--no-show", *FAST])
     assert [p.name for p in out2.iterdir()] == ["photo.jpg"]
 
 
-def test_default_weights_and_raw_state_dict(coco_mini, tiny_weights, tmp_path, monkeypatch, capsys):
+def test_default_weights_and_raw_state_dict(coco_mini, tiny_checkpoint, tmp_path, monkeypatch, capsys):
     """--weights left out: the newest e*_b*_lr*_m*.pth here, as in test.py; a raw state dict works too."""
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "e1_b2_lr0.01_m0.9.pth").write_bytes(tiny_weights.read_bytes())
+    (tmp_path / "e1_b2_lr0.01_m0.9.pth").write_bytes(tiny_checkpoint.read_bytes())
     image = str(coco_mini / "val2017" / COCO_IMAGE)
     detect.main(["--file", image, "--output", "a", "--no-show", *FAST])
     assert "weights: e1_b2_lr0.01_m0.9.pth  (default:" in capsys.readouterr().out
     assert (tmp_path / "a" / COCO_IMAGE).is_file()
 
     raw = tmp_path / "raw.pth"
-    torch.save(utils.load_weights(tiny_weights)[0], raw)
+    torch.save(models.load_weights(tiny_checkpoint)[0], raw)
     detect.main(["--weights", str(raw), "--file", image, "--output", "b", "--no-show", "--min-size", "160",
                  "--max-size", "256", *FAST])
     assert "model: resnet18, images resized to 160" in capsys.readouterr().out
@@ -180,13 +164,13 @@ def test_default_weights_and_raw_state_dict(coco_mini, tiny_weights, tmp_path, m
 # --------------------------------------------------------------------------------------
 # Live loop
 # --------------------------------------------------------------------------------------
-def test_live_loop_on_a_video_stream_with_show(long_clip, tiny_weights, tmp_path):
+def test_live_loop_on_a_video_stream_with_show(long_clip, tiny_checkpoint, tmp_path):
     """The real CLI in a child process: --show under QT_QPA_PLATFORM=offscreen never crashes
     (a window where Qt can make one, a warning and no window where it cannot)."""
     out = tmp_path / "live"
     env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
     result = subprocess.run(
-        [sys.executable, str(REPO / "detect.py"), "--weights", str(tiny_weights), "--camera", str(long_clip),
+        [sys.executable, str(REPO / "detect.py"), "--weights", str(tiny_checkpoint), "--camera", str(long_clip),
          "--show", "--max-frames", "3", "--save-json", "--output", str(out), *FAST],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
@@ -201,14 +185,14 @@ def test_live_loop_on_a_video_stream_with_show(long_clip, tiny_weights, tmp_path
     assert "3 frames processed" in result.stdout
 
 
-def test_live_loop_opens_a_real_window_under_xvfb(long_clip, tiny_weights, tmp_path, xvfb_display):
+def test_live_loop_opens_a_real_window_under_xvfb(long_clip, tiny_checkpoint, tmp_path, xvfb_display):
     """The same live loop with a real X display: the window opens (no fallback warning),
     frames are shown and the run ends cleanly after --max-frames."""
     out = tmp_path / "live"
     env = {k: v for k, v in os.environ.items() if k not in ("QT_QPA_PLATFORM", "WAYLAND_DISPLAY")}
     env["DISPLAY"] = xvfb_display
     result = subprocess.run(
-        [sys.executable, str(REPO / "detect.py"), "--weights", str(tiny_weights), "--camera", str(long_clip),
+        [sys.executable, str(REPO / "detect.py"), "--weights", str(tiny_checkpoint), "--camera", str(long_clip),
          "--show", "--max-frames", "3", "--save-json", "--output", str(out), *FAST],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
@@ -225,7 +209,7 @@ class FakeWindow:
         self.keys = list(keys)
 
     def install(self, monkeypatch) -> None:
-        monkeypatch.setattr(detect, "display_available", lambda: True)
+        monkeypatch.setattr(media, "display_available", lambda: True)
         monkeypatch.setattr(cv2, "namedWindow", lambda *a, **k: None)
         monkeypatch.setattr(cv2, "imshow", lambda title, image: self.shown.append(image.copy()))
         monkeypatch.setattr(cv2, "waitKey", lambda ms=0: self.keys.pop(0) if self.keys else -1)
@@ -233,11 +217,11 @@ class FakeWindow:
         monkeypatch.setattr(cv2, "destroyWindow", lambda *a: None)
 
 
-def test_live_window_shows_fps_and_quits_on_q(long_clip, tiny_weights, monkeypatch, tmp_path, capsys):
+def test_live_window_shows_fps_and_quits_on_q(long_clip, tiny_checkpoint, monkeypatch, tmp_path, capsys):
     monkeypatch.chdir(tmp_path)
     window = FakeWindow(keys=[-1, ord("q")])
     window.install(monkeypatch)
-    detect.main(["--weights", str(tiny_weights), "--camera", str(long_clip), "--max-frames", "10", *FAST])
+    detect.main(["--weights", str(tiny_checkpoint), "--camera", str(long_clip), "--max-frames", "10", *FAST])
     assert len(window.shown) == 2  # q on the second frame, long before --max-frames
     assert "2 frames processed" in capsys.readouterr().out
     for frame in window.shown:
@@ -246,7 +230,7 @@ def test_live_window_shows_fps_and_quits_on_q(long_clip, tiny_weights, monkeypat
     assert not (tmp_path / "runs").exists()  # live mode saves only when asked
 
 
-def test_image_window_waits_for_a_key(sample_images, tiny_weights, monkeypatch, tmp_path, capsys):
+def test_image_window_waits_for_a_key(sample_images, tiny_checkpoint, monkeypatch, tmp_path, capsys):
     folder = tmp_path / "three"
     folder.mkdir()
     for image in sample_images[:3]:
@@ -254,7 +238,7 @@ def test_image_window_waits_for_a_key(sample_images, tiny_weights, monkeypatch, 
     # Image 1: no key twice (the window waits), then space: next. Image 2: Esc: stop.
     window = FakeWindow(keys=[-1, -1, ord(" "), 27])
     window.install(monkeypatch)
-    detect.main(["--weights", str(tiny_weights), "--file", str(folder), "--output", str(tmp_path / "out"), *FAST])
+    detect.main(["--weights", str(tiny_checkpoint), "--file", str(folder), "--output", str(tmp_path / "out"), *FAST])
     assert len(window.shown) == 2 and not window.keys
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [p.name for p in sample_images[:2]]
     assert "stopped by the user" in capsys.readouterr().out
@@ -264,18 +248,18 @@ def test_show_without_display_warns_and_goes_on(monkeypatch, capsys):
     for name in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setattr(sys, "platform", "linux")
-    assert detect.decide_show(None) is False
+    assert media.decide_show(None) is False
     assert "warning" not in capsys.readouterr().err
-    assert detect.decide_show(True) is False
+    assert media.decide_show(True) is False
     assert "warning: --show: no display" in capsys.readouterr().err
-    assert detect.decide_show(False) is False
+    assert media.decide_show(False) is False
 
 
 # --------------------------------------------------------------------------------------
 # Bad input: one line, exit 1
 # --------------------------------------------------------------------------------------
-def test_bad_inputs_fail_with_one_line(tiny_weights, tmp_path):
-    weights = ["--weights", str(tiny_weights), "--no-show", *FAST, "--output", str(tmp_path / "out")]
+def test_bad_inputs_fail_with_one_line(tiny_checkpoint, tmp_path):
+    weights = ["--weights", str(tiny_checkpoint), "--no-show", *FAST, "--output", str(tmp_path / "out")]
     assert "file not found" in run_fails([*weights, "--file", str(tmp_path / "missing.jpg")])
     (tmp_path / "empty").mkdir()
     assert "has no files" in run_fails([*weights, "--file", str(tmp_path / "empty")])
@@ -297,11 +281,11 @@ def test_bad_inputs_fail_with_one_line(tiny_weights, tmp_path):
     assert not (tmp_path / "out").exists()  # nothing written, not even the folder
 
 
-def test_cli_error_is_one_line_on_stderr(tiny_weights, tmp_path):
+def test_cli_error_is_one_line_on_stderr(tiny_checkpoint, tmp_path):
     """The real CLI on a damaged JPEG: exit 1 and exactly one line, not even libjpeg's own warning."""
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"\xff\xd8\xff\xe0 this is not really a JPEG" * 20)
-    result = subprocess.run([sys.executable, str(REPO / "detect.py"), "--weights", str(tiny_weights),
+    result = subprocess.run([sys.executable, str(REPO / "detect.py"), "--weights", str(tiny_checkpoint),
                              "--file", str(broken), "--no-show", "--device", "cpu"],
                             cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert result.returncode == 1
@@ -309,10 +293,7 @@ def test_cli_error_is_one_line_on_stderr(tiny_weights, tmp_path):
 
 
 def test_help_names_every_flag(capsys):
-    with pytest.raises(SystemExit) as exc:
-        detect.parse_args(["--help"])
-    assert exc.value.code == 0
-    text = capsys.readouterr().out
+    text = help_text(detect.parse_args, capsys)
     for flag in ("--file", "--camera", "--weights", "--output", "--save-json", "--show", "--no-show",
                  "--score-thresh", "--kp-thresh", "--min-size", "--device", "--max-frames", "--half",
                  "--backbone", "--max-size", "--max-persons", "--boxes", "--line-width"):
@@ -323,8 +304,8 @@ def test_help_names_every_flag(capsys):
 # --------------------------------------------------------------------------------------
 # The model call and the drawing
 # --------------------------------------------------------------------------------------
-def test_detect_frame_returns_numpy_and_respects_the_score_threshold(tiny_weights, sample_images):
-    model, _ = utils.load_model(str(tiny_weights))
+def test_detect_frame_returns_numpy_and_respects_the_score_threshold(tiny_checkpoint, sample_images):
+    model, _ = models.load_model(str(tiny_checkpoint))
     model.roi_heads.detections_per_img = 3
     frame = cv2.imread(str(sample_images[0]))
     model.roi_heads.score_thresh = 0.5
@@ -341,9 +322,9 @@ def test_detect_frame_returns_numpy_and_respects_the_score_threshold(tiny_weight
 
 
 def test_palette_keeps_sides_apart():
-    assert len(utils.LIMB_COLORS) == len(utils.COCO_SKELETON) == 19
-    assert len(set(utils.LIMB_COLORS)) == 19 and len(set(utils.KEYPOINT_COLORS)) == 17
-    for (a, b), (blue, green, red) in zip(utils.COCO_SKELETON, utils.LIMB_COLORS):
+    assert len(draw.LIMB_COLORS) == len(utils.COCO_SKELETON) == 19
+    assert len(set(draw.LIMB_COLORS)) == 19 and len(set(draw.KEYPOINT_COLORS)) == 17
+    for (a, b), (blue, green, red) in zip(utils.COCO_SKELETON, draw.LIMB_COLORS):
         names = utils.COCO_KEYPOINT_NAMES[a] + " " + utils.COCO_KEYPOINT_NAMES[b]
         if "left" in names and "right" in names:
             assert green > max(blue, red), names  # centre: green
@@ -384,29 +365,29 @@ def test_draw_poses_colours_thresholds_and_width():
     scores = np.full((1, 17), 5.0)
     scores[0, utils.COCO_KEYPOINT_NAMES.index("right_wrist")] = 0.5  # below kp_thresh: not drawn
     box = np.array([[40, 10, 160, 190]], float) * s
-    utils.draw_poses(image, box, np.array([0.95]), points[None], scores, score_thresh=0.9, kp_thresh=2.0,
+    draw.draw_poses(image, box, np.array([0.95]), points[None], scores, score_thresh=0.9, kp_thresh=2.0,
                      draw_boxes=False)
     for a, b in (("left_shoulder", "left_elbow"), ("right_shoulder", "right_elbow"), ("left_hip", "right_hip"),
                  ("left_knee", "left_ankle"), ("right_hip", "right_knee"), ("left_eye", "left_ear")):
         pixel = limb_pixel(image, points, a, b).astype(int)
-        assert np.abs(pixel - utils.LIMB_COLORS[limb_index(a, b)]).max() <= 10, (a, b, pixel)
+        assert np.abs(pixel - draw.LIMB_COLORS[limb_index(a, b)]).max() <= 10, (a, b, pixel)
     assert limb_pixel(image, points, "right_elbow", "right_wrist").max() == 0  # its wrist is below kp_thresh
     wrist = points[utils.COCO_KEYPOINT_NAMES.index("right_wrist"), :2].astype(int)
     assert image[wrist[1], wrist[0]].max() == 0
 
     unsure = np.zeros((size, size, 3), np.uint8)
-    utils.draw_poses(unsure, box, np.array([0.5]), points[None], scores, score_thresh=0.9, kp_thresh=2.0)
+    draw.draw_poses(unsure, box, np.array([0.5]), points[None], scores, score_thresh=0.9, kp_thresh=2.0)
     assert unsure.max() == 0  # the person is below score_thresh
 
     def width(size: int) -> int:
         canvas = np.zeros((size, size, 3), np.uint8)
         s = size / 200
         points = pose(size / 2, s)
-        utils.draw_poses(canvas, box / 2.4 * s, np.array([0.95]), points[None], draw_boxes=False)
+        draw.draw_poses(canvas, box / 2.4 * s, np.array([0.95]), points[None], draw_boxes=False)
         # Pixels of the left shin's colour across it (a near-vertical line), halfway down; the
         # dark outline around it is left out.
         y = int(round(points[utils.COCO_KEYPOINT_NAMES.index("left_knee"), 1] + 20 * s))
-        shin = np.array(utils.LIMB_COLORS[limb_index("left_knee", "left_ankle")])
+        shin = np.array(draw.LIMB_COLORS[limb_index("left_knee", "left_ankle")])
         return int((np.abs(canvas[y].astype(int) - shin).max(axis=1) <= 40).sum())
 
     thin, thick = width(200), width(800)

@@ -19,7 +19,10 @@ import pytest
 from PIL import Image
 
 import dataset
-from dataset import CocoArchive, CocoKeypoints, DatasetError, coco_paths, download_coco
+import download
+from dataset import CocoKeypoints
+from download import CocoArchive, download_coco
+from utils import DatasetError, coco_paths
 
 ANN_PATH = "annotations/annotations_trainval2017.zip"
 VAL_PATH = "zips/val2017.zip"
@@ -72,7 +75,7 @@ ZIPS = {
 def _table(**changes: dict) -> tuple[CocoArchive, ...]:
     """COCO_ARCHIVES for the small zips: same splits, paths and folders, their sizes and md5s."""
     rows = []
-    for real in dataset.COCO_ARCHIVES:
+    for real in download.COCO_ARCHIVES:
         data = ZIPS[real.path]
         row = dict(split=real.split, path=real.path, folder=real.folder, size=len(data),
                    md5=hashlib.md5(data).hexdigest(), unpacked=4 * len(data))
@@ -156,7 +159,7 @@ def _no_proxy(monkeypatch):
     for name in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("no_proxy", "*")
-    monkeypatch.delenv(dataset.URL_BASE_ENV, raising=False)
+    monkeypatch.delenv(download.URL_BASE_ENV, raising=False)
 
 
 @pytest.fixture
@@ -217,7 +220,7 @@ def _assert_coco_layout(root: Path, splits=("annotations", "val", "train")) -> N
 # --------------------------------------------------------------------------------------
 def test_cli_download_builds_the_coco_layout_and_a_rerun_makes_no_requests(server, closed_port_url, tmp_path,
                                                                            monkeypatch, capsys):
-    monkeypatch.setattr(dataset, "COCO_ARCHIVES", _table())
+    monkeypatch.setattr(download, "COCO_ARCHIVES", _table())
     root = tmp_path / "coco"
     dataset.main(["--download", "coco", "--root", str(root), "--url-base", server.base])
 
@@ -316,7 +319,7 @@ def test_gives_up_after_retries_that_bring_nothing(server, tmp_path):
 
 
 def test_offline_is_one_line_error(closed_port_url, tmp_path, monkeypatch):
-    monkeypatch.setattr(dataset, "COCO_ARCHIVES", _table())
+    monkeypatch.setattr(download, "COCO_ARCHIVES", _table())
     with pytest.raises(SystemExit) as exc:
         dataset.main(["--download", "coco", "--root", str(tmp_path / "coco"), "--url-base", closed_port_url])
     message = str(exc.value.code)
@@ -331,7 +334,7 @@ def test_offline_with_the_official_url_names_the_server(tmp_path, monkeypatch):
         raise socket.gaierror(-3, "Temporary failure in name resolution")
 
     monkeypatch.setattr(socket, "getaddrinfo", no_dns)
-    monkeypatch.setattr(dataset.shutil, "disk_usage", lambda path: Usage(free=10**12))
+    monkeypatch.setattr(download.shutil, "disk_usage", lambda path: Usage(free=10**12))
     with pytest.raises(SystemExit, match=r"^error: cannot reach images\.cocodataset\.org \(.*name resolution"):
         dataset.main(["--download", "coco", "--root", str(tmp_path / "coco"), "--splits", "annotations"])
 
@@ -370,7 +373,7 @@ def test_deleted_folder_is_fetched_again(server, tmp_path):
 
 
 def test_not_enough_disk_space_fails_before_any_request(server, tmp_path, monkeypatch):
-    monkeypatch.setattr(dataset.shutil, "disk_usage", lambda path: Usage(free=1000))
+    monkeypatch.setattr(download.shutil, "disk_usage", lambda path: Usage(free=1000))
     with pytest.raises(DatasetError, match="not enough disk space in .* need about .* free"):
         _fetch(tmp_path / "coco", server)
     assert server.requests == []

@@ -17,14 +17,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, TINY_MODEL
+from conftest import REPO, help_text, one_line_error
 
-import utils
+import coco_eval
 
 SCRIPT = REPO / "test.py"
 VAL_ANN = Path("annotations") / "person_keypoints_val2017.json"
 TABLE_LINES = {"bbox": 12, "keypoints": 10}
-TINY_HEAD = [32, 32]  # the keypoint head runs on up to 100 detections per image: keep it small
 
 
 @pytest.fixture(scope="module")
@@ -33,19 +32,6 @@ def script():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-@pytest.fixture(scope="module")
-def tiny_checkpoint(tmp_path_factory) -> Path:
-    """A randomly initialised tiny model in our full checkpoint format."""
-    torch.manual_seed(0)
-    settings = dict(min_size=TINY_MODEL["min_size"], max_size=TINY_MODEL["max_size"], frozen_bn=False,
-                    keypoint_head=TINY_HEAD)
-    model = utils.build_model(TINY_MODEL["backbone"], "none", **settings)
-    path = tmp_path_factory.mktemp("weights") / "tiny.pth"
-    torch.save({"model": model.state_dict(), "model_config": utils.model_config(TINY_MODEL["backbone"], **settings)},
-               path)
-    return path
 
 
 # --------------------------------------------------------------------------------------
@@ -153,12 +139,7 @@ def check_metrics_shape(metrics: dict) -> None:
 
 
 def run_fails(script, argv: list[str]) -> str:
-    """Run test.py's main, expecting a one-line error; returns it."""
-    with pytest.raises(SystemExit) as exc:
-        script.main(argv)
-    message = str(exc.value.code)
-    assert message.startswith("error: ") and "\n" not in message, message
-    return message
+    return one_line_error(script.main, argv)
 
 
 # --------------------------------------------------------------------------------------
@@ -295,7 +276,7 @@ def test_model_run_prints_tables_and_writes_both_files(script, sample_root, tiny
     assert "weights: e1_b2_lr0.02_m0.9.pth" in stdout
     assert "data: 4 images" in stdout
     printed_tables(stdout)
-    assert stdout.rstrip().splitlines()[-1] == utils.format_metrics_line(metrics)
+    assert stdout.rstrip().splitlines()[-1] == coco_eval.format_metrics_line(metrics)
     results_file, metrics_file = tmp_path / "runs/test/results.json", tmp_path / "runs/test/metrics.json"
     saved = json.loads(metrics_file.read_text())
     check_metrics_shape(saved)
@@ -375,10 +356,7 @@ def test_missing_annotation_file(script, tmp_path):
 
 
 def test_help_names_every_flag(script, capsys):
-    with pytest.raises(SystemExit) as exc:
-        script.parse_args(["--help"])
-    assert exc.value.code == 0
-    text = capsys.readouterr().out
+    text = help_text(script.parse_args, capsys)
     for flag in ("--data-root", "--ann-file", "--images", "--weights", "--batch-size", "--device", "--amp",
                  "--limit", "--results", "--save-results", "--save-metrics", "--backbone", "--min-size",
                  "--max-size", "--workers"):

@@ -19,10 +19,11 @@ from pathlib import Path
 import pytest
 import torch
 
+import coco_eval
+import models
 import train
 import utils
-
-REPO = Path(__file__).resolve().parents[1]
+from conftest import REPO, flag_error, one_line_error
 TINY = ["--device", "cpu", "--backbone", "resnet18", "--weights", "none", "--min-size", "128", "--max-size", "192",
         "--keypoint-head", "64x2", "--box-batch-size-per-image", "64", "--workers", "0"]
 
@@ -59,10 +60,10 @@ def test_defaults_are_the_documented_recipe():
     assert (args.lr, args.momentum, args.weight_decay, args.batch_size, args.epochs) == (0.02, 0.9, 1e-4, 8, 42)
     assert (args.milestones, args.gamma, args.warmup_iters) == ([36, 43], 0.1, 1000)
     assert (args.data_root, args.output_dir, args.device, args.backbone) == ("coco", ".", "auto", "resnet50")
-    assert args.min_size == list(utils.DEFAULT_MIN_SIZE) and args.keypoint_head == [512] * 8
+    assert args.min_size == list(models.DEFAULT_MIN_SIZE) and args.keypoint_head == [512] * 8
     assert args.resume is None and train.parse_args(["--resume"]).resume == ""
     assert train.parse_args(["--resume", "x/last.pth"]).resume == "x/last.pth"
-    assert utils.checkpoint_name(args.epochs, args.batch_size, args.lr, args.momentum) == "e42_b8_lr0.02_m0.9.pth"
+    assert models.checkpoint_name(args.epochs, args.batch_size, args.lr, args.momentum) == "e42_b8_lr0.02_m0.9.pth"
     short = train.parse_args(["-b", "4", "-j", "0", "--min-size", "256", "320", "--keypoint-head", "128x4"])
     assert (short.batch_size, short.workers, short.min_size, short.keypoint_head) == (4, 0, [256, 320], [128] * 4)
     assert short.explicit == ["batch_size", "keypoint_head", "min_size", "workers"]
@@ -93,15 +94,27 @@ def test_lr_schedule_warmup_then_milestones():
     (["--data-root", "{tmp}/missing"], "not found"),
     (["--resume"], "--resume: no checkpoint at"),
     (["--backbone", "resnet18", "--weights", "coco"], "--weights coco exists only for --backbone resnet50"),
-    (["--epochs", "0"], "--epochs must be positive"),
 ])
 def test_bad_input_is_one_line(sample_root, tmp_path, flags, message):
     flags = [f.format(tmp=tmp_path) for f in flags]
     argv = [*TINY, "--data-root", str(sample_root), "--output-dir", str(tmp_path), *flags]
-    with pytest.raises(SystemExit) as e:
-        train.main(argv)
-    text = str(e.value.code)
-    assert text.startswith("error: ") and message in text and "\n" not in text
+    assert message in one_line_error(train.main, argv)
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--epochs", "0"], "argument --epochs: '0': expected an integer of 1 or more"),
+    (["--lr", "nan"], "argument --lr: 'nan': expected a finite number above 0"),
+    (["--momentum", "-0.1"], "argument --momentum"),
+    (["--weight-decay", "-1"], "argument --weight-decay"),
+    (["--flip-prob", "2"], "argument --flip-prob"),
+    (["--gamma", "0"], "argument --gamma"),
+    (["--milestones", "-3"], "argument --milestones"),
+    (["--min-size", "100000"], "argument --min-size"),
+])
+def test_nonsense_flags_are_refused_by_argparse(tmp_path, capsys, flags, message):
+    error = flag_error(train.main, ["--data-root", str(tmp_path), "--output-dir", str(tmp_path), *flags], capsys)
+    assert message in error
+    assert list(tmp_path.iterdir()) == []
 
 
 # --------------------------------------------------------------------------------------
@@ -129,10 +142,10 @@ def test_one_epoch_writes_torchvision_state_dict_named_by_the_scheme(sample_root
 
 
 def test_full_checkpoints_log_and_evaluation(reference_run, capsys):
-    last = utils.load_checkpoint(reference_run / "last.pth")
+    last = models.load_checkpoint(reference_run / "last.pth")
     assert {"model", "optimizer", "lr_scheduler", "scaler", "epoch", "args", "model_config", "history"} <= set(last)
     assert last["epoch"] == 2 and last["epoch_step"] == 0
-    assert last["model_config"] == utils.model_config("resnet18", 17, [128], 192, False, [64, 64])
+    assert last["model_config"] == models.model_config("resnet18", 17, [128], 192, False, [64, 64])
     assert last["args"]["lr"] == 0.01 and last["args"]["data_root"]
     history = last["history"]
     assert [h["epoch"] for h in history] == [1, 2]
@@ -142,8 +155,8 @@ def test_full_checkpoints_log_and_evaluation(reference_run, capsys):
     assert "keypoint_AP" not in history[0] and history[1]["keypoint_AP"] >= 0  # --eval-every 2
     assert history[0]["lr"] == pytest.approx(0.01) and history[1]["lr"] == pytest.approx(0.001)  # --milestones 1
     # best.pth: same format, from the only evaluated epoch; test.py/detect.py rebuild it from the file alone.
-    assert utils.load_checkpoint(reference_run / "best.pth")["epoch"] == 2
-    model, config = utils.load_model(str(reference_run / "best.pth"))
+    assert models.load_checkpoint(reference_run / "best.pth")["epoch"] == 2
+    model, config = models.load_model(str(reference_run / "best.pth"))
     assert config["backbone"] == "resnet18" and config["keypoint_head"] == [64, 64]
     log = json.loads((reference_run / "e2_b2_lr0.01_m0.9.json").read_text())
     assert [h["epoch"] for h in log["epochs"]] == [1, 2] and log["model_config"] == last["model_config"]
@@ -171,11 +184,11 @@ def test_sigkill_in_second_epoch_then_resume_matches_uninterrupted(reference_run
             proc.kill()
             proc.wait()
     assert not (out / "e2_b2_lr0.01_m0.9.pth").exists()
-    assert utils.load_checkpoint(out / "last.pth")["epoch"] == 1
+    assert models.load_checkpoint(out / "last.pth")["epoch"] == 1
 
     train.main(["--resume", "--output-dir", str(out)])  # every other setting comes from the checkpoint
 
-    resumed, reference = utils.load_checkpoint(out / "last.pth"), utils.load_checkpoint(reference_run / "last.pth")
+    resumed, reference = models.load_checkpoint(out / "last.pth"), models.load_checkpoint(reference_run / "last.pth")
     assert resumed["epoch"] == reference["epoch"] == 2
     assert resumed["lr_scheduler"] == reference["lr_scheduler"]
     assert resumed["lr_scheduler"]["last_epoch"] == 2 * reference["iters_per_epoch"]
@@ -207,14 +220,14 @@ def test_ctrl_c_saves_mid_epoch_and_resume_completes_the_schedule(reference_run,
         train.main(["--resume", "--output-dir", str(out), "--epochs", "3"])
     assert e.value.code == 130
     assert "interrupted at epoch 3, iteration 1/" in capsys.readouterr().out
-    saved = utils.load_checkpoint(out / "last.pth")
+    saved = models.load_checkpoint(out / "last.pth")
     iters = saved["iters_per_epoch"]
     assert (saved["epoch"], saved["epoch_step"]) == (2, 1) and iters >= 2
     assert saved["lr_scheduler"]["last_epoch"] == 2 * iters + 1
 
     monkeypatch.undo()
     train.main(["--resume", "--output-dir", str(out)])  # --epochs 3 is remembered
-    done = utils.load_checkpoint(out / "last.pth")
+    done = models.load_checkpoint(out / "last.pth")
     assert (done["epoch"], done["epoch_step"]) == (3, 0)
     assert done["lr_scheduler"]["last_epoch"] == 3 * iters  # the skipped step is not trained twice
     assert [h["epoch"] for h in done["history"]] == [1, 2, 3]
@@ -254,7 +267,7 @@ def test_torchrun_two_cpu_processes(sample_root, tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert sorted(p.name for p in out.glob("*.pth")) == ["best.pth", "e1_b2_lr0.01_m0.9.pth", "last.pth"]
     assert proc.stdout.count("done: final weights") == 1  # only rank 0 talks
-    last = utils.load_checkpoint(out / "last.pth")
+    last = models.load_checkpoint(out / "last.pth")
     assert last["world_size"] == 2 and last["epoch"] == 1
     assert not any(k.startswith("module.") for k in last["model"])
     assert "keypoint_AP" in last["history"][0]
@@ -299,16 +312,16 @@ def test_overfit_two_real_images_keypoint_ap_far_above_untrained(coco_mini, tmp_
     train.main([*model_flags, "--data-root", str(root), "--output-dir", str(tmp_path / "run"), "--epochs", "4",
                 "-b", "2", "--lr", "0.02", "--warmup-iters", "20", "--milestones", "--flip-prob", "0",
                 "--eval-every", "4"])
-    history = utils.load_checkpoint(tmp_path / "run" / "last.pth")["history"]
+    history = models.load_checkpoint(tmp_path / "run" / "last.pth")["history"]
     assert history[-1]["train_loss"] < 0.5 * history[0]["train_loss"]
     assert history[-1]["loss_keypoint"] < 0.5 * history[0]["loss_keypoint"]
     trained = history[-1]["metrics"]
 
     utils.seed_everything(0)  # the same initial weights train.py starts from
-    untrained_model = utils.build_model("mobilenet_v3_large", "none", min_size=[192], max_size=288,
+    untrained_model = models.build_model("mobilenet_v3_large", "none", min_size=[192], max_size=288,
                                         keypoint_head=[128] * 4, trainable_layers=6)
     eval_set = CocoKeypoints(*coco_paths(root, "val"), train=False)
-    untrained, _ = utils.evaluate_dataset(untrained_model, eval_set, torch.device("cpu"), batch_size=2, workers=0,
+    untrained, _ = coco_eval.evaluate_dataset(untrained_model, eval_set, torch.device("cpu"), batch_size=2, workers=0,
                                           verbose=False)
     with capsys.disabled():
         print(f"\noverfit on {len(OVERFIT_IMAGES)} coco-mini images: keypoint AP {trained['keypoints']['AP']:.3f} "

@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+import draw
+import models
 import utils
 from conftest import TINY_MODEL
 
@@ -18,7 +19,7 @@ TINY_HEAD = [64, 64]
 def tiny_model(**kwargs):
     settings = dict(TINY_MODEL, keypoint_head=TINY_HEAD, box_detections_per_img=10)
     settings.update(kwargs)
-    return utils.build_model(weights="none", **settings)
+    return models.build_model(weights="none", **settings)
 
 
 # --- constants ------------------------------------------------------------------------
@@ -47,8 +48,8 @@ def test_skeleton_matches_the_coco_annotation_file(coco_mini):
     ((3, 4, 1e-05, 0.95), "e3_b4_lr1e-05_m0.95.pth"),
 ])
 def test_checkpoint_name(args, name):
-    assert utils.checkpoint_name(*args) == name
-    assert utils.WEIGHTS_NAME_PATTERN.match(name)
+    assert models.checkpoint_name(*args) == name
+    assert models.WEIGHTS_NAME_PATTERN.match(name)
 
 
 def test_atomic_save_leaves_old_file_when_saving_fails(tmp_path):
@@ -61,14 +62,14 @@ def test_atomic_save_leaves_old_file_when_saving_fails(tmp_path):
 
     with pytest.raises(RuntimeError):
         utils.atomic_save({"epoch": 2, "bad": Unpicklable()}, path)
-    assert utils.load_checkpoint(path) == {"epoch": 1}
+    assert models.load_checkpoint(path) == {"epoch": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["last.pth"]  # no temp file left behind
 
 
 def test_loader_accepts_raw_ddp_and_full_checkpoints(tmp_path):
     model = tiny_model()
     state = model.state_dict()
-    config = utils.model_config(backbone="resnet18", min_size=160, max_size=256, frozen_bn=False,
+    config = models.model_config(backbone="resnet18", min_size=160, max_size=256, frozen_bn=False,
                                 keypoint_head=TINY_HEAD)
     variants = {
         "raw.pth": state,
@@ -77,11 +78,11 @@ def test_loader_accepts_raw_ddp_and_full_checkpoints(tmp_path):
     }
     for name, obj in variants.items():
         torch.save(obj, tmp_path / name)
-        loaded, saved_config = utils.load_weights(tmp_path / name)
+        loaded, saved_config = models.load_weights(tmp_path / name)
         assert loaded.keys() == state.keys()
         assert all(torch.equal(loaded[k], state[k]) for k in state)
         assert saved_config == (config if name == "full.pth" else None)
-        rebuilt, used = utils.load_model(str(tmp_path / name), min_size=160, max_size=256)
+        rebuilt, used = models.load_model(str(tmp_path / name), min_size=160, max_size=256)
         assert used["backbone"] == "resnet18" and used["keypoint_head"] == TINY_HEAD
         assert all(torch.equal(rebuilt.state_dict()[k], state[k]) for k in state)
 
@@ -95,42 +96,42 @@ def test_loader_refuses_pickled_code_and_garbage(tmp_path):
     (tmp_path / "garbage.pth").write_bytes(b"not a checkpoint")
     for name in ("evil.pth", "garbage.pth", "missing.pth"):
         with pytest.raises(utils.UserError, match=name):
-            utils.load_checkpoint(tmp_path / name)
+            models.load_checkpoint(tmp_path / name)
 
 
 def test_mismatched_weights_name_the_problem(tmp_path):
     other = tiny_model(keypoint_head=[32, 32])
     with pytest.raises(utils.UserError, match="wrong shape"):
-        utils.apply_state_dict(tiny_model(), other.state_dict(), "x.pth")
+        models.apply_state_dict(tiny_model(), other.state_dict(), "x.pth")
     state = tiny_model().state_dict()
     state.pop("rpn.head.conv.0.0.weight")
     with pytest.raises(utils.UserError, match="1 missing"):
-        utils.apply_state_dict(tiny_model(), state, "x.pth")
+        models.apply_state_dict(tiny_model(), state, "x.pth")
 
 
 def test_find_latest_weights_and_default_rule(tmp_path):
-    assert utils.resolve_weights(None, tmp_path) == "coco"
+    assert models.resolve_weights(None, tmp_path) == "coco"
     (tmp_path / "last.pth").write_bytes(b"")
     older, newer = tmp_path / "e1_b2_lr0.01_m0.9.pth", tmp_path / "e2_b2_lr0.01_m0.9.pth"
     older.write_bytes(b"")
     newer.write_bytes(b"")
     os.utime(older, (1, 1))
-    assert utils.resolve_weights(None, tmp_path) == str(newer)
-    assert utils.resolve_weights("mine.pth", tmp_path) == "mine.pth"
+    assert models.resolve_weights(None, tmp_path) == str(newer)
+    assert models.resolve_weights("mine.pth", tmp_path) == "mine.pth"
 
 
 # --- model ----------------------------------------------------------------------------
 @pytest.mark.parametrize("backbone", ["resnet18", "mobilenet_v3_large"])
 def test_guess_backbone_from_weights(backbone):
-    assert utils.guess_backbone(tiny_model(backbone=backbone).state_dict()) == backbone
+    assert models.guess_backbone(tiny_model(backbone=backbone).state_dict()) == backbone
 
 
 def test_guess_backbone_of_torchvision_resnet50():
     from torchvision.models.detection import keypointrcnn_resnet50_fpn
 
     state = keypointrcnn_resnet50_fpn(weights=None, weights_backbone=None).state_dict()
-    assert utils.guess_backbone(state) == "resnet50"
-    assert utils.guess_keypoint_head(state) == list(utils.DEFAULT_KEYPOINT_HEAD)
+    assert models.guess_backbone(state) == "resnet50"
+    assert models.guess_keypoint_head(state) == list(models.DEFAULT_KEYPOINT_HEAD)
 
 
 def test_model_forward_train_and_eval_on_a_sample_batch(sample_root):
@@ -169,17 +170,17 @@ def test_offline_weights_download_gives_one_line_error(monkeypatch, tmp_path):
 
     monkeypatch.setattr(torch.hub, "download_url_to_file", no_network)
     for weights, backbone in (("coco", "resnet50"), ("imagenet", "resnet18")):
-        with pytest.raises(utils.WeightsError) as error:
-            utils.build_model(backbone, weights)
+        with pytest.raises(models.WeightsError) as error:
+            models.build_model(backbone, weights)
         message = str(error.value)
         assert "\n" not in message and "--weights" in message
 
 
 def test_coco_weights_only_for_resnet50():
     with pytest.raises(utils.UserError, match="resnet50"):
-        utils.build_model("resnet18", "coco")
+        models.build_model("resnet18", "coco")
     with pytest.raises(utils.UserError, match="backbone"):
-        utils.build_model("vgg16", "none")
+        models.build_model("vgg16", "none")
 
 
 # --- devices and errors ---------------------------------------------------------------
@@ -212,11 +213,11 @@ def test_draw_poses_draws_only_what_passes_the_thresholds():
     scores = np.array([0.95])
     boxes = np.array([[10, 50, 190, 150]], np.float32)
     blank = np.zeros((200, 200, 3), np.uint8)
-    drawn = utils.draw_poses(blank.copy(), boxes, scores, keypoints, np.full((1, 17), 5.0), 0.9, 2.0)
+    drawn = draw.draw_poses(blank.copy(), boxes, scores, keypoints, np.full((1, 17), 5.0), 0.9, 2.0)
     assert drawn.any()
-    hidden = utils.draw_poses(blank.copy(), boxes, scores, keypoints, np.full((1, 17), 1.0), 0.9, 2.0, draw_boxes=False)
+    hidden = draw.draw_poses(blank.copy(), boxes, scores, keypoints, np.full((1, 17), 1.0), 0.9, 2.0, draw_boxes=False)
     assert not hidden.any()  # no keypoint passes kp_thresh
-    low = utils.draw_poses(blank.copy(), boxes, np.array([0.5]), keypoints, None, 0.9, 0.0)
+    low = draw.draw_poses(blank.copy(), boxes, np.array([0.5]), keypoints, None, 0.9, 0.0)
     assert not low.any()  # the person is below score_thresh
 
 

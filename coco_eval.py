@@ -1,0 +1,207 @@
+"""COCO evaluation, shared by train.py (each epoch) and test.py: model outputs to COCO results
+entries, and pycocotools' COCOeval for `bbox` and `keypoints` with its standard tables.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+from torch.utils.data import DataLoader, Subset
+from tqdm import tqdm
+
+from dataset import collate_fn
+from utils import UserError, all_gather_objects
+
+# COCOeval's `stats`, in order.
+BBOX_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
+
+
+KEYPOINT_METRICS = ("AP", "AP50", "AP75", "APm", "APl", "AR", "AR50", "AR75", "ARm", "ARl")
+
+
+def outputs_to_coco_results(outputs: Iterable[dict[str, torch.Tensor]], image_ids: Iterable[int],
+                            category_id: int = 1) -> list[dict[str, Any]]:
+    """Model outputs -> COCO results entries (bbox as x,y,w,h and the flat keypoint list).
+
+    Keypoint visibility in results is unused by COCOeval; we write 1 as detectron2 does.
+    """
+    results = []
+    for output, image_id in zip(outputs, image_ids):
+        boxes = output["boxes"].detach().float().cpu()
+        if len(boxes) == 0:
+            continue
+        xywh = torch.cat([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], dim=1).tolist()
+        scores = output["scores"].detach().float().cpu().tolist()
+        keypoints = output.get("keypoints")
+        if keypoints is not None:
+            keypoints = keypoints.detach().float().cpu().clone()
+            keypoints[..., 2] = 1.0
+            keypoints = keypoints.reshape(len(boxes), -1).tolist()
+        for i in range(len(boxes)):
+            entry = {"image_id": int(image_id), "category_id": category_id,
+                     "bbox": [round(v, 2) for v in xywh[i]], "score": round(scores[i], 5)}
+            if keypoints is not None:
+                entry["keypoints"] = [round(v, 2) for v in keypoints[i]]
+            results.append(entry)
+    return results
+
+
+@torch.inference_mode()
+def predict(model: torch.nn.Module, loader: Iterable, device: torch.device, amp: bool = False,
+            progress: bool = True, desc: str = "predict") -> tuple[list[dict[str, Any]], list[int]]:
+    """Run `model` over a loader of (images, targets) batches.
+
+    Returns (COCO results entries, the image ids seen), so that evaluation restricted to
+    those ids is correct for a --limit subset or a torchrun shard.
+    """
+    model.eval()
+    results: list[dict[str, Any]] = []
+    image_ids: list[int] = []
+    autocast = torch.autocast(device.type, enabled=amp and device.type == "cuda")
+    for images, targets in tqdm(loader, desc=desc, disable=not progress, dynamic_ncols=True):
+        images = [img.to(device, non_blocking=True) for img in images]
+        with autocast:
+            outputs = model(images)
+        ids = [int(t["image_id"]) for t in targets]
+        results.extend(outputs_to_coco_results(outputs, ids))
+        image_ids.extend(ids)
+    return results, image_ids
+
+
+def coco_evaluate(coco_gt, results: list[dict[str, Any]], image_ids: Iterable[int] | None = None,
+                  iou_types: Sequence[str] = ("bbox", "keypoints"), verbose: bool = True) -> dict[str, dict[str, float]]:
+    """COCOeval for each iou type; prints the standard tables when verbose.
+
+    Returns {"bbox": {"AP": ..., ...}, "keypoints": {...}} with COCOeval's stats in order:
+    exactly what pycocotools computes for these detections (loaded once with `loadRes`, one
+    COCOeval per iou type). `image_ids` restricts evaluation to those images (a --limit
+    subset); default: every image of `coco_gt`. Where pycocotools itself would crash:
+      * no detections at all: COCOeval runs on an empty detection set, so each metric is 0
+        (-1 where no ground truth falls in that area range), which is what the definition gives;
+      * results without boxes or keypoints, or ground truth without labelled keypoints: that
+        iou type is skipped with a message and its metrics are all -1 (COCOeval's "no data");
+      * results naming images that `coco_gt` lacks, keypoint counts that differ from the ground
+        truth's, annotations missing a field COCOeval reads: UserError.
+    """
+    names = {"bbox": BBOX_METRICS, "keypoints": KEYPOINT_METRICS}
+    gt_anns = coco_gt.dataset.get("annotations") or []
+    if not isinstance(coco_gt.dataset.get("categories"), list):
+        raise UserError("the annotation file has no 'categories' list; COCOeval needs it")
+    for ann in gt_anns:
+        missing = [k for k in ("area", "iscrowd") if k not in ann]
+        if missing:
+            raise UserError(f"annotation {ann.get('id')} of the annotation file has no '{missing[0]}'; "
+                            "COCOeval needs 'area' and 'iscrowd' on every annotation")
+    img_ids = sorted(set(int(i) for i in image_ids)) if image_ids is not None else sorted(coco_gt.getImgIds())
+    unknown = sorted({int(r["image_id"]) for r in results} - set(coco_gt.getImgIds()))
+    if unknown:
+        raise UserError(f"results name image_id {unknown[0]} which the annotation file does not have "
+                        f"({len(unknown)} unknown id(s))")
+    gt_keypoints = next((len(a["keypoints"]) for a in gt_anns if a.get("keypoints")), None)
+    if results and "keypoints" in results[0] and gt_keypoints and len(results[0]["keypoints"]) != gt_keypoints:
+        raise UserError(f"results have {len(results[0]['keypoints']) // 3} keypoints per person, "
+                        f"the annotation file {gt_keypoints // 3}")
+
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools chats about timing
+        if results:
+            coco_dt = coco_gt.loadRes([dict(r) for r in results])  # loadRes adds keys to each dict
+        else:  # loadRes refuses an empty list; COCOeval itself handles an empty detection set
+            coco_dt = COCO()
+            coco_dt.dataset = {"images": list(coco_gt.dataset.get("images", [])), "annotations": [],
+                               "categories": copy.deepcopy(coco_gt.dataset["categories"])}
+            coco_dt.createIndex()
+    if not results and img_ids and verbose:
+        print("no detections: every person in the ground truth counts as missed")
+
+    metrics: dict[str, dict[str, float]] = {}
+    for iou_type in iou_types:
+        reason = skip_reason(iou_type, img_ids, results, gt_anns)
+        if reason:
+            if verbose:
+                print(f"Evaluation for *{iou_type}*: skipped, {reason}")
+            metrics[iou_type] = {name: -1.0 for name in names[iou_type]}
+            continue
+        evaluator = COCOeval(coco_gt, coco_dt, iou_type)
+        evaluator.params.imgIds = img_ids
+        if iou_type == "keypoints" and gt_keypoints and gt_keypoints // 3 != len(evaluator.params.kpt_oks_sigmas):
+            # Custom skeletons have no published per-joint sigmas; use a uniform middle value.
+            evaluator.params.kpt_oks_sigmas = np.full(gt_keypoints // 3, 0.05)
+        with contextlib.redirect_stdout(io.StringIO()):
+            evaluator.evaluate()
+            evaluator.accumulate()
+        if verbose:
+            print(f"Evaluation for *{iou_type}*:")
+            evaluator.summarize()
+        else:
+            with contextlib.redirect_stdout(io.StringIO()):
+                evaluator.summarize()
+        metrics[iou_type] = {name: float(v) for name, v in zip(names[iou_type], evaluator.stats)}
+    return metrics
+
+
+def skip_reason(iou_type: str, img_ids: list[int], results: list[dict[str, Any]], gt_anns: list[dict]) -> str | None:
+    """Why COCOeval cannot evaluate `iou_type` here (it would crash), or None when it can."""
+    if not img_ids:
+        return "no images to evaluate"
+    if iou_type == "bbox" and results and "bbox" not in results[0]:
+        return "the results have no boxes"
+    if iou_type != "keypoints":
+        return None
+    if results and "keypoints" not in results[0]:
+        return "the results have no keypoints"
+    if not any(a.get("keypoints") for a in gt_anns):
+        return "the annotation file has no keypoints"
+    if not all("num_keypoints" in a for a in gt_anns):
+        return "the annotation file lacks 'num_keypoints' on some annotations"
+    if not any(a["num_keypoints"] > 0 for a in gt_anns):
+        return "the annotation file has no labelled keypoints"
+    return None
+
+
+def _batch_shard(length: int, batch_size: int, rank: int, world_size: int) -> list[int]:
+    """Dataset indices of `rank`: whole batches, batch b going to rank b % world_size."""
+    return [i for start in range(rank * batch_size, length, world_size * batch_size)
+            for i in range(start, min(start + batch_size, length))]
+
+
+def evaluate_dataset(model: torch.nn.Module, dataset, device: torch.device, batch_size: int = 2,
+                     workers: int = 2, amp: bool = False, verbose: bool = True,
+                     desc: str = "eval") -> tuple[dict[str, dict[str, float]], list[dict[str, Any]]]:
+    """Predict over `dataset` (a CocoKeypoints or a Subset of one) and run COCOeval.
+
+    Under torchrun every rank predicts its own shard and rank 0 merges and evaluates; other
+    ranks get ({}, []). Shards are made of whole batches, so every batch, hence every output,
+    is the one a single process computes (a batch is padded to its largest image, which moves
+    the outputs a little), and the merged results come back in dataset order: the numbers and
+    the results list equal a single-process run's with the same batch size.
+    """
+    base = dataset.dataset if isinstance(dataset, Subset) else dataset
+    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_available() and dist.is_initialized() else (0, 1)
+    shard = Subset(dataset, _batch_shard(len(dataset), batch_size, rank, world)) if world > 1 else dataset
+    loader = DataLoader(shard, batch_size=batch_size, shuffle=False, num_workers=workers,
+                        collate_fn=collate_fn, pin_memory=device.type == "cuda")
+    results, image_ids = predict(model, loader, device, amp=amp, progress=verbose and rank == 0, desc=desc)
+    gathered = all_gather_objects((results, image_ids))
+    if rank != 0:
+        return {}, []
+    position = {image_id: index for r, (_, ids) in enumerate(gathered)
+                for index, image_id in zip(_batch_shard(len(dataset), batch_size, r, world), ids)}
+    image_ids = sorted(position, key=position.__getitem__)
+    results = sorted((x for part, _ in gathered for x in part), key=lambda x: position[x["image_id"]])  # stable
+    return coco_evaluate(base.coco, results, image_ids, verbose=verbose), results
+
+
+def format_metrics_line(metrics: dict[str, dict[str, float]]) -> str:
+    """`box AP 0.534 | keypoint AP 0.642` for logs."""
+    parts = []
+    for key, label in (("bbox", "box AP"), ("keypoints", "keypoint AP")):
+        if key in metrics:
+            parts.append(f"{label} {metrics[key]['AP']:.3f}")
+    return " | ".join(parts)

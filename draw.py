@@ -1,0 +1,171 @@
+"""Pictures: skeletons drawn with OpenCV (left limbs warm, right limbs cool, the body's centre line
+green), and train.py's training curves drawn with matplotlib."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+from matplotlib.figure import Figure  # no pyplot: no GUI backend, no global figure state
+
+from utils import COCO_KEYPOINT_NAMES, COCO_SKELETON, atomic_write
+
+# BGR colours. Left limbs are warm (reds, oranges, yellows), right limbs cool (blues, cyans,
+# violets), the limbs that join both sides green: a mirrored pose looks visibly wrong. Every
+# limb and every keypoint has its own colour, so crossed arms or legs can still be told apart.
+LEFT_COLOR = (0, 140, 255)     # orange, the left upper arm
+
+
+RIGHT_COLOR = (255, 120, 0)    # blue, the right upper arm
+
+
+CENTER_COLOR = (80, 200, 60)   # green, the shoulder line
+
+
+SEGMENT_COLORS: dict[str, tuple[tuple[int, int, int], tuple[int, int, int]]] = {  # (left, right)
+    "face": ((170, 110, 255), (255, 190, 120)),       # nose-eye: pink, light blue
+    "ear": ((100, 160, 255), (255, 170, 200)),        # eye-ear: peach, lavender
+    "neck": ((90, 90, 255), (200, 200, 100)),         # ear-shoulder: salmon, teal
+    "upper_arm": (LEFT_COLOR, RIGHT_COLOR),           # orange, blue
+    "forearm": ((0, 220, 255), (255, 230, 0)),        # yellow, cyan
+    "torso": ((30, 180, 255), (220, 150, 40)),        # amber, steel blue
+    "thigh": ((40, 40, 235), (235, 60, 40)),          # red, royal blue
+    "shin": ((140, 50, 230), (210, 40, 150)),         # rose, violet
+}
+
+
+CENTER_COLORS: dict[str, tuple[int, int, int]] = {
+    "shoulder": CENTER_COLOR, "hip": (60, 160, 40), "eye": (150, 230, 150), "nose": (150, 230, 150),
+}
+
+
+OUTLINE_COLOR = (30, 30, 30)   # a dark rim keeps limbs readable on any background
+
+
+BOX_COLOR = (60, 220, 255)
+
+
+_SEGMENTS = {frozenset(("nose", "eye")): "face", frozenset(("eye", "ear")): "ear",
+             frozenset(("ear", "shoulder")): "neck", frozenset(("shoulder", "elbow")): "upper_arm",
+             frozenset(("elbow", "wrist")): "forearm", frozenset(("shoulder", "hip")): "torso",
+             frozenset(("hip", "knee")): "thigh", frozenset(("knee", "ankle")): "shin"}
+
+
+# A keypoint takes the colour of the limb that ends at it, coming from the body's centre.
+_KEYPOINT_SEGMENT = {"eye": "face", "ear": "ear", "shoulder": "neck", "elbow": "upper_arm",
+                     "wrist": "forearm", "hip": "torso", "knee": "thigh", "ankle": "shin"}
+
+
+def _side(name: str) -> int | None:
+    """0 for a left keypoint, 1 for a right one, None for the nose."""
+    return 0 if name.startswith("left_") else 1 if name.startswith("right_") else None
+
+
+def _limb_color(a: int, b: int) -> tuple[int, int, int]:
+    na, nb = COCO_KEYPOINT_NAMES[a], COCO_KEYPOINT_NAMES[b]
+    sides = {_side(na), _side(nb)} - {None}
+    if len(sides) == 2:  # shoulders, hips, eyes
+        return CENTER_COLORS[na.split("_")[-1]]
+    segment = _SEGMENTS.get(frozenset((na.split("_")[-1], nb.split("_")[-1])))
+    return SEGMENT_COLORS[segment][sides.pop()] if segment and sides else CENTER_COLOR
+
+
+def _keypoint_color(name: str) -> tuple[int, int, int]:
+    side, joint = _side(name), name.split("_")[-1]
+    if side is None or joint not in _KEYPOINT_SEGMENT:
+        return CENTER_COLORS.get(joint, CENTER_COLOR)
+    return SEGMENT_COLORS[_KEYPOINT_SEGMENT[joint]][side]
+
+
+KEYPOINT_COLORS: tuple[tuple[int, int, int], ...] = tuple(_keypoint_color(n) for n in COCO_KEYPOINT_NAMES)
+
+
+LIMB_COLORS: tuple[tuple[int, int, int], ...] = tuple(_limb_color(a, b) for a, b in COCO_SKELETON)
+
+
+def draw_poses(
+    image: np.ndarray,
+    boxes: np.ndarray,
+    scores: np.ndarray,
+    keypoints: np.ndarray,
+    keypoint_scores: np.ndarray | None = None,
+    score_thresh: float = 0.0,
+    kp_thresh: float = 0.0,
+    draw_boxes: bool = True,
+    line_width: int | None = None,
+) -> np.ndarray:
+    """Draw skeletons in place on a BGR uint8 image and return it.
+
+    boxes (N,4) x1y1x2y2, scores (N,), keypoints (N,K,2 or 3), keypoint_scores (N,K) or
+    None (then the third keypoint column, if present, is used: visibility > 0). Persons with
+    score < score_thresh and keypoints with score < kp_thresh are not drawn, nor limbs with
+    such an end. The line width scales with the image (about 1/160 of its shorter side, or
+    `line_width`) and shrinks for small persons, so that a crowd does not turn into a blot.
+    Persons are drawn from the lowest score up, so the surest skeleton ends on top.
+    """
+    h, w = image.shape[:2]
+    base = line_width or max(1, round(min(h, w) / 160))
+    font_scale = max(0.4, min(h, w) / 1000)
+    font_thickness = max(1, round(font_scale * 2))
+    order = np.argsort(np.asarray(scores, dtype=float), kind="stable")
+    for i in order:
+        if scores[i] < score_thresh:
+            continue
+        pts = np.asarray(keypoints[i], dtype=float)
+        if keypoint_scores is not None:
+            ok = np.asarray(keypoint_scores[i]) >= kp_thresh
+        elif pts.shape[-1] > 2:
+            ok = pts[:, 2] > 0
+        else:
+            ok = np.ones(len(pts), dtype=bool)
+        ok = ok & np.isfinite(pts[:, :2]).all(axis=1)
+        x1, y1, x2, y2 = (float(v) for v in boxes[i][:4])
+        # A person 60 px tall gets 1-2 px lines whatever the image size.
+        thickness = max(1, min(base, round(max(x2 - x1, y2 - y1) / 40)))
+        radius = thickness + 1
+        xy = [(int(round(x)), int(round(y))) for x, y in pts[:, :2].tolist()] if ok.any() else []
+        limbs = [(xy[a], xy[b], color) for (a, b), color in zip(COCO_SKELETON, LIMB_COLORS)
+                 if a < len(xy) and b < len(xy) and ok[a] and ok[b]]
+        joints = [(p, KEYPOINT_COLORS[j % len(KEYPOINT_COLORS)]) for j, p in enumerate(xy) if ok[j]]
+        for pa, pb, _ in limbs:
+            cv2.line(image, pa, pb, OUTLINE_COLOR, thickness + 2, cv2.LINE_AA)
+        for p, _ in joints:
+            cv2.circle(image, p, radius + 1, OUTLINE_COLOR, -1, cv2.LINE_AA)
+        for pa, pb, color in limbs:
+            cv2.line(image, pa, pb, color, thickness, cv2.LINE_AA)
+        for p, color in joints:
+            cv2.circle(image, p, radius, color, -1, cv2.LINE_AA)
+        if draw_boxes:
+            p1, p2 = (int(round(x1)), int(round(y1))), (int(round(x2)), int(round(y2)))
+            cv2.rectangle(image, p1, p2, BOX_COLOR, max(1, thickness // 2), cv2.LINE_AA)
+            label = f"{float(scores[i]):.2f}"
+            (tw, th), baseline = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, font_scale, font_thickness)
+            y_text = max(th + baseline, p1[1])
+            cv2.rectangle(image, (p1[0], y_text - th - baseline), (p1[0] + tw + 2, y_text), BOX_COLOR, -1)
+            cv2.putText(image, label, (p1[0] + 1, y_text - baseline), cv2.FONT_HERSHEY_SIMPLEX, font_scale,
+                        (0, 0, 0), font_thickness, cv2.LINE_AA)
+    return image
+
+
+def plot_history(path: Path, history: list[dict], title: str) -> None:
+    """train.py's curves as a PNG: the train and val loss per epoch, and COCO AP where it was computed."""
+    evaluated = [h for h in history if h.get("keypoint_AP") is not None]
+    fig = Figure(figsize=(11 if evaluated else 6, 4), dpi=100)
+    ax = fig.add_subplot(1, 2 if evaluated else 1, 1)
+    epochs = [h["epoch"] for h in history]
+    ax.plot(epochs, [h["train_loss"] for h in history], "o-", label="train")
+    if any(h.get("val_loss") is not None for h in history):
+        ax.plot([h["epoch"] for h in history if h.get("val_loss") is not None],
+                [h["val_loss"] for h in history if h.get("val_loss") is not None], "s-", label="val")
+    ax.set(xlabel="epoch", ylabel="loss (sum of the 5 losses)", title=title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    if evaluated:
+        ax = fig.add_subplot(1, 2, 2)
+        ax.plot([h["epoch"] for h in evaluated], [h["box_AP"] for h in evaluated], "o-", label="box AP")
+        ax.plot([h["epoch"] for h in evaluated], [h["keypoint_AP"] for h in evaluated], "s-", label="keypoint AP")
+        ax.set(xlabel="epoch", ylabel="COCO AP (val)", title="validation AP")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    atomic_write(path, lambda f: fig.savefig(f, format="png"))
