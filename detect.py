@@ -278,7 +278,7 @@ def process_image(model: torch.nn.Module, device: torch.device, half: bool, path
     h, w = image.shape[:2]
     if args.save_json:
         utils.write_json(target.with_suffix(".json"), {"source": path, "width": w, "height": h,
-                                                 "persons": persons_json(detections, args.kp_thresh)})
+                                                       "persons": persons_json(detections, args.kp_thresh)}, indent=None)
     n = len(detections["scores"])
     print(f"{path}: {n} person{'s' if n != 1 else ''}, {model_s * 1000:.0f} ms -> {target}")
     return window.show(image, wait_for_key=True) if window else True
@@ -327,7 +327,7 @@ def process_video(model: torch.nn.Module, device: torch.device, half: bool, path
         capture.release()
     if args.save_json:
         utils.write_json(target.with_suffix(".json"), {"source": path, "width": w, "height": h, "fps": fps,
-                                                 "frames": frames})
+                                                       "frames": frames}, indent=None)
     print(f"{path}: {index} frames, {fps:g} fps, model {1000 * model_s / max(index, 1):.0f} ms/frame -> {target}")
     return keep_going
 
@@ -406,7 +406,7 @@ def run_live(model: torch.nn.Module, device: torch.device, half: bool, capture: 
     if args.save_json:
         h, w = first.shape[:2]
         json_path = utils.write_json(output / f"{stem}.json", {"source": source, "width": w, "height": h,
-                                                          "fps": fps_in, "frames": frames})
+                                                                "fps": fps_in, "frames": frames}, indent=None)
         print(f"saved {json_path}")
 
 

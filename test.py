@@ -114,7 +114,7 @@ def run(args: argparse.Namespace) -> dict[str, dict[str, float]]:
                                                   amp=args.amp, verbose=info.is_main, desc="test")
         if info.is_main:
             if args.save_results:
-                print(f"wrote {len(results)} detections to {write_json(args.save_results, results, indent=None)}")
+                print(f"wrote {len(results)} detections to {utils.write_json(args.save_results, results, indent=None)}")
             finish(metrics, args.save_metrics)
         return metrics
     finally:
@@ -201,18 +201,8 @@ def is_number(value: Any) -> bool:
 
 def finish(metrics: dict[str, dict[str, float]], save_metrics: str) -> None:
     if save_metrics:
-        print(f"wrote metrics to {write_json(save_metrics, metrics)}")
+        print(f"wrote metrics to {utils.write_json(save_metrics, metrics)}")
     print(coco_eval.format_metrics_line(metrics))
-
-
-def write_json(path: str | os.PathLike, obj: Any, indent: int | None = 2) -> Path:
-    """Write JSON through a temporary file, so a crash never leaves half a file behind."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=indent), encoding="utf-8")
-    os.replace(tmp, path)
-    return path
 
 
 if __name__ == "__main__":
