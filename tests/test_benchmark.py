@@ -2,16 +2,13 @@
 docs/performance.md, measured by `python benchmark.py`, not asserted here)."""
 from __future__ import annotations
 
-import copy
 import json
 import math
 import re
 
 import pytest
-import torch
 
 import benchmark
-import models
 import timing
 
 # One thread: on a busy 2-core machine two threads wait on each other at every small op.
@@ -56,24 +53,3 @@ def test_bad_data_root_is_one_line(tmp_path):
         benchmark.main(["--device", "cpu", "--data-root", str(tmp_path / "missing"), "--json", str(tmp_path / "b.json")])
     assert str(exit_info.value).startswith("error: --data-root")
     assert not (tmp_path / "b.json").exists()
-
-
-def test_fold_batchnorm_keeps_the_outputs():
-    """detect.py folds BatchNorm into the convolutions for speed: the features must not change."""
-    torch.manual_seed(0)
-    model = models.build_model("resnet18", "none", min_size=96, max_size=128, keypoint_head=[8]).eval()
-    for m in model.modules():  # statistics that make the folding do something
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.5, 0.5)
-            m.running_var.uniform_(0.5, 2.0)
-            m.weight.data.uniform_(0.5, 1.5)
-            m.bias.data.uniform_(-0.5, 0.5)
-    folded = copy.deepcopy(model)
-    assert models.fold_batchnorm(folded) == 20  # resnet18: stem + 16 in blocks + 3 downsamples
-    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
-    x = torch.rand(1, 3, 96, 128)
-    with torch.inference_mode():
-        expected, got = model.backbone(x), folded.backbone(x)
-    for name in expected:
-        torch.testing.assert_close(got[name], expected[name], rtol=1e-3, atol=1e-4)
-    assert models.fold_batchnorm(folded) == 0

@@ -1,0 +1,95 @@
+"""draw.py: skeleton colours by side, thresholds and line widths."""
+from __future__ import annotations
+
+import numpy as np
+
+import draw
+import utils
+
+
+def pose(cx: float, scale: float) -> np.ndarray:
+    """A standing person facing the camera (their left on the image's right), 17 x 3."""
+    xy = {"nose": (0, -80), "left_eye": (5, -85), "right_eye": (-5, -85), "left_ear": (10, -82),
+          "right_ear": (-10, -82), "left_shoulder": (25, -60), "right_shoulder": (-25, -60),
+          "left_elbow": (45, -30), "right_elbow": (-45, -30), "left_wrist": (55, 0), "right_wrist": (-55, 0),
+          "left_hip": (15, 0), "right_hip": (-15, 0), "left_knee": (18, 40), "right_knee": (-18, 40),
+          "left_ankle": (20, 80), "right_ankle": (-20, 80)}
+    points = np.array([[cx + scale * xy[n][0], 100 * scale + scale * xy[n][1], 2] for n in utils.COCO_KEYPOINT_NAMES],
+                      dtype=float)
+    return points
+
+
+def limb_pixel(image: np.ndarray, points: np.ndarray, a: str, b: str) -> np.ndarray:
+    pa = points[utils.COCO_KEYPOINT_NAMES.index(a), :2]
+    pb = points[utils.COCO_KEYPOINT_NAMES.index(b), :2]
+    x, y = np.round((pa + pb) / 2).astype(int)
+    return image[y, x]
+
+
+def limb_index(a: str, b: str) -> int:
+    ia, ib = utils.COCO_KEYPOINT_NAMES.index(a), utils.COCO_KEYPOINT_NAMES.index(b)
+    return next(i for i, pair in enumerate(utils.COCO_SKELETON) if set(pair) == {ia, ib})
+
+
+def test_draw_poses_draws_only_what_passes_the_thresholds():
+    keypoints = np.zeros((1, 17, 3), np.float32)
+    keypoints[0, :, 0] = np.linspace(20, 180, 17)
+    keypoints[0, :, 1] = 100
+    scores = np.array([0.95])
+    boxes = np.array([[10, 50, 190, 150]], np.float32)
+    blank = np.zeros((200, 200, 3), np.uint8)
+    drawn = draw.draw_poses(blank.copy(), boxes, scores, keypoints, np.full((1, 17), 5.0), 0.9, 2.0)
+    assert drawn.any()
+    hidden = draw.draw_poses(blank.copy(), boxes, scores, keypoints, np.full((1, 17), 1.0), 0.9, 2.0, draw_boxes=False)
+    assert not hidden.any()  # no keypoint passes kp_thresh
+    low = draw.draw_poses(blank.copy(), boxes, np.array([0.5]), keypoints, None, 0.9, 0.0)
+    assert not low.any()  # the person is below score_thresh
+
+
+def test_palette_keeps_sides_apart():
+    assert len(draw.LIMB_COLORS) == len(utils.COCO_SKELETON) == 19
+    assert len(set(draw.LIMB_COLORS)) == 19 and len(set(draw.KEYPOINT_COLORS)) == 17
+    for (a, b), (blue, green, red) in zip(utils.COCO_SKELETON, draw.LIMB_COLORS):
+        names = utils.COCO_KEYPOINT_NAMES[a] + " " + utils.COCO_KEYPOINT_NAMES[b]
+        if "left" in names and "right" in names:
+            assert green > max(blue, red), names  # centre: green
+        elif "left" in names:
+            assert red > blue, names  # left: warm
+        else:
+            assert blue > red, names  # right: cool
+
+
+def test_draw_poses_colours_thresholds_and_width():
+    size, s = 480, 2.4
+    image = np.zeros((size, size, 3), np.uint8)
+    points = pose(size / 2, s)
+    scores = np.full((1, 17), 5.0)
+    scores[0, utils.COCO_KEYPOINT_NAMES.index("right_wrist")] = 0.5  # below kp_thresh: not drawn
+    box = np.array([[40, 10, 160, 190]], float) * s
+    draw.draw_poses(image, box, np.array([0.95]), points[None], scores, score_thresh=0.9, kp_thresh=2.0,
+                     draw_boxes=False)
+    for a, b in (("left_shoulder", "left_elbow"), ("right_shoulder", "right_elbow"), ("left_hip", "right_hip"),
+                 ("left_knee", "left_ankle"), ("right_hip", "right_knee"), ("left_eye", "left_ear")):
+        pixel = limb_pixel(image, points, a, b).astype(int)
+        assert np.abs(pixel - draw.LIMB_COLORS[limb_index(a, b)]).max() <= 10, (a, b, pixel)
+    assert limb_pixel(image, points, "right_elbow", "right_wrist").max() == 0  # its wrist is below kp_thresh
+    wrist = points[utils.COCO_KEYPOINT_NAMES.index("right_wrist"), :2].astype(int)
+    assert image[wrist[1], wrist[0]].max() == 0
+
+    unsure = np.zeros((size, size, 3), np.uint8)
+    draw.draw_poses(unsure, box, np.array([0.5]), points[None], scores, score_thresh=0.9, kp_thresh=2.0)
+    assert unsure.max() == 0  # the person is below score_thresh
+
+    def width(size: int) -> int:
+        canvas = np.zeros((size, size, 3), np.uint8)
+        s = size / 200
+        points = pose(size / 2, s)
+        draw.draw_poses(canvas, box / 2.4 * s, np.array([0.95]), points[None], draw_boxes=False)
+        # Pixels of the left shin's colour across it (a near-vertical line), halfway down; the
+        # dark outline around it is left out.
+        y = int(round(points[utils.COCO_KEYPOINT_NAMES.index("left_knee"), 1] + 20 * s))
+        shin = np.array(draw.LIMB_COLORS[limb_index("left_knee", "left_ankle")])
+        return int((np.abs(canvas[y].astype(int) - shin).max(axis=1) <= 40).sum())
+
+    thin, thick = width(200), width(800)
+    assert 1 <= thin and thick >= 3 * thin  # line width follows the image size

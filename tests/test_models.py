@@ -1,0 +1,167 @@
+"""models.py: building the model, checkpoints (naming, loading any kind safely), BatchNorm folding."""
+from __future__ import annotations
+
+import copy
+import os
+
+import pytest
+import torch
+
+import models
+import utils
+from conftest import TINY_MODEL
+
+TINY_HEAD = [64, 64]
+
+
+def tiny_model(**kwargs):
+    settings = dict(TINY_MODEL, keypoint_head=TINY_HEAD, box_detections_per_img=10)
+    settings.update(kwargs)
+    return models.build_model(weights="none", **settings)
+
+
+@pytest.mark.parametrize("args, name", [
+    ((42, 8, 0.02, 0.9), "e42_b8_lr0.02_m0.9.pth"),
+    ((1, 2, 0.01, 0.9), "e1_b2_lr0.01_m0.9.pth"),
+    ((3, 4, 1e-05, 0.95), "e3_b4_lr1e-05_m0.95.pth"),
+])
+def test_checkpoint_name(args, name):
+    assert models.checkpoint_name(*args) == name
+    assert models.WEIGHTS_NAME_PATTERN.match(name)
+
+
+def test_loader_accepts_raw_ddp_and_full_checkpoints(tmp_path):
+    model = tiny_model()
+    state = model.state_dict()
+    config = models.model_config(backbone="resnet18", min_size=160, max_size=256, frozen_bn=False,
+                                keypoint_head=TINY_HEAD)
+    variants = {
+        "raw.pth": state,
+        "ddp.pth": {"module." + k: v for k, v in state.items()},
+        "full.pth": {"model": state, "model_config": config, "epoch": 3, "args": {"lr": 0.02}},
+    }
+    for name, obj in variants.items():
+        torch.save(obj, tmp_path / name)
+        loaded, saved_config = models.load_weights(tmp_path / name)
+        assert loaded.keys() == state.keys()
+        assert all(torch.equal(loaded[k], state[k]) for k in state)
+        assert saved_config == (config if name == "full.pth" else None)
+        rebuilt, used = models.load_model(str(tmp_path / name), min_size=160, max_size=256)
+        assert used["backbone"] == "resnet18" and used["keypoint_head"] == TINY_HEAD
+        assert all(torch.equal(rebuilt.state_dict()[k], state[k]) for k in state)
+
+
+def test_loader_refuses_pickled_code_and_garbage(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("echo pwned",))
+
+    torch.save({"model": Evil()}, tmp_path / "evil.pth", _use_new_zipfile_serialization=True)
+    (tmp_path / "garbage.pth").write_bytes(b"not a checkpoint")
+    for name in ("evil.pth", "garbage.pth", "missing.pth"):
+        with pytest.raises(utils.UserError, match=name):
+            models.load_checkpoint(tmp_path / name)
+
+
+def test_mismatched_weights_name_the_problem(tmp_path):
+    other = tiny_model(keypoint_head=[32, 32])
+    with pytest.raises(utils.UserError, match="wrong shape"):
+        models.apply_state_dict(tiny_model(), other.state_dict(), "x.pth")
+    state = tiny_model().state_dict()
+    state.pop("rpn.head.conv.0.0.weight")
+    with pytest.raises(utils.UserError, match="1 missing"):
+        models.apply_state_dict(tiny_model(), state, "x.pth")
+
+
+def test_find_latest_weights_and_default_rule(tmp_path):
+    assert models.resolve_weights(None, tmp_path) == "coco"
+    (tmp_path / "last.pth").write_bytes(b"")
+    older, newer = tmp_path / "e1_b2_lr0.01_m0.9.pth", tmp_path / "e2_b2_lr0.01_m0.9.pth"
+    older.write_bytes(b"")
+    newer.write_bytes(b"")
+    os.utime(older, (1, 1))
+    assert models.resolve_weights(None, tmp_path) == str(newer)
+    assert models.resolve_weights("mine.pth", tmp_path) == "mine.pth"
+
+
+@pytest.mark.parametrize("backbone", ["resnet18", "mobilenet_v3_large"])
+def test_guess_backbone_from_weights(backbone):
+    assert models.guess_backbone(tiny_model(backbone=backbone).state_dict()) == backbone
+
+
+def test_guess_backbone_of_torchvision_resnet50():
+    from torchvision.models.detection import keypointrcnn_resnet50_fpn
+
+    state = keypointrcnn_resnet50_fpn(weights=None, weights_backbone=None).state_dict()
+    assert models.guess_backbone(state) == "resnet50"
+    assert models.guess_keypoint_head(state) == list(models.DEFAULT_KEYPOINT_HEAD)
+
+
+def test_model_forward_train_and_eval_on_a_sample_batch(sample_root):
+    from torch.utils.data import DataLoader
+
+    from dataset import CocoKeypoints, coco_paths, collate_fn
+
+    torch.manual_seed(0)
+    image_dir, ann_file = coco_paths(sample_root, "train")
+    loader = DataLoader(CocoKeypoints(image_dir, ann_file, train=True), batch_size=2, collate_fn=collate_fn)
+    images, targets = next(iter(loader))
+    model = tiny_model()
+    model.train()
+    losses = model(list(images), list(targets))
+    assert set(losses) == {"loss_classifier", "loss_box_reg", "loss_keypoint", "loss_objectness", "loss_rpn_box_reg"}
+    assert all(torch.isfinite(v) for v in losses.values())
+    sum(losses.values()).backward()
+    model.eval()
+    with torch.inference_mode():
+        outputs = model(list(images))
+    assert len(outputs) == 2
+    for out in outputs:
+        n = len(out["boxes"])
+        assert out["boxes"].shape == (n, 4) and out["keypoints"].shape == (n, 17, 3)
+        assert out["keypoints_scores"].shape == (n, 17)
+
+
+def test_offline_weights_download_gives_one_line_error(monkeypatch, tmp_path):
+    # Point torch's hub cache at an empty folder and make every download fail like no network.
+    import torch.hub
+
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+
+    def no_network(*args, **kwargs):
+        raise OSError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", no_network)
+    for weights, backbone in (("coco", "resnet50"), ("imagenet", "resnet18")):
+        with pytest.raises(models.WeightsError) as error:
+            models.build_model(backbone, weights)
+        message = str(error.value)
+        assert "\n" not in message and "--weights" in message
+
+
+def test_coco_weights_only_for_resnet50():
+    with pytest.raises(utils.UserError, match="resnet50"):
+        models.build_model("resnet18", "coco")
+    with pytest.raises(utils.UserError, match="backbone"):
+        models.build_model("vgg16", "none")
+
+
+def test_fold_batchnorm_keeps_the_outputs():
+    """detect.py folds BatchNorm into the convolutions for speed: the features must not change."""
+    torch.manual_seed(0)
+    model = models.build_model("resnet18", "none", min_size=96, max_size=128, keypoint_head=[8]).eval()
+    for m in model.modules():  # statistics that make the folding do something
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.5, 0.5)
+    folded = copy.deepcopy(model)
+    assert models.fold_batchnorm(folded) == 20  # resnet18: stem + 16 in blocks + 3 downsamples
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    x = torch.rand(1, 3, 96, 128)
+    with torch.inference_mode():
+        expected, got = model.backbone(x), folded.backbone(x)
+    for name in expected:
+        torch.testing.assert_close(got[name], expected[name], rtol=1e-3, atol=1e-4)
+    assert models.fold_batchnorm(folded) == 0
