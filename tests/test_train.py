@@ -69,17 +69,6 @@ def test_defaults_are_the_documented_recipe():
     assert short.explicit == ["batch_size", "keypoint_head", "min_size", "workers"]
 
 
-def test_keypoint_head_flag():
-    assert train.keypoint_head_arg("512x8") == [512] * 8
-    assert train.keypoint_head_arg("256,128") == [256, 128]
-    for bad in ("", "x", "128x", "0x4", "a,b"):
-        with pytest.raises(Exception):
-            train.keypoint_head_arg(bad)
-    with pytest.raises(SystemExit) as e:
-        train.parse_args(["--keypoint-head", "wide"])
-    assert e.value.code == 2
-
-
 def test_lr_schedule_warmup_then_milestones():
     factor = train.lr_factor(iters_per_epoch=10, milestones=[2, 3], gamma=0.1, warmup_iters=5, warmup_factor=0.001)
     assert factor(0) == pytest.approx(0.001)

@@ -1,6 +1,7 @@
 """utils.py: constants, atomic files, devices, one-line errors."""
 from __future__ import annotations
 
+import argparse
 import json
 
 import pytest
@@ -90,3 +91,32 @@ def test_errors_from_dataloader_workers_keep_only_their_message(tmp_path):
         with utils.cli_errors():
             next(iter(DataLoader(Broken(), num_workers=1)))
     assert e.value.code == f"error: cannot decode image {tmp_path}/x.jpg: truncated"
+
+
+def test_keypoint_head_flag():
+    assert utils.keypoint_head_arg("512x8") == [512] * 8
+    assert utils.keypoint_head_arg("256,128") == [256, 128]
+    for bad in ("", "x", "128x", "0x4", "a,b"):
+        with pytest.raises(Exception):
+            utils.keypoint_head_arg(bad)
+
+
+
+
+@pytest.mark.parametrize("parse, good, bad", [
+    (utils.positive_int, {"1": 1, "42": 42}, ["0", "-1", "1.5", "x", ""]),
+    (utils.nonnegative_int, {"0": 0, "3": 3}, ["-1", "nan"]),
+    (utils.positive_float, {"0.02": 0.02, "1e-4": 1e-4}, ["0", "-0.1", "nan", "inf"]),
+    (utils.nonnegative_float, {"0": 0.0, "1e-4": 1e-4}, ["-1e-4", "nan", "inf"]),
+    (utils.momentum, {"0": 0.0, "0.9": 0.9}, ["-0.1", "1", "nan"]),
+    (utils.probability, {"0": 0.0, "0.5": 0.5, "1": 1.0}, ["2", "-0.1", "nan"]),
+    (utils.threshold, {"2": 2.0, "-inf": float("-inf"), "inf": float("inf")}, ["nan", "x"]),
+    (utils.image_side, {"32": 32, "800": 800, "4096": 4096}, ["31", "4097", "100000", "800.5"]),
+    (utils.int_or_off, {"-1": -1, "0": 0, "3": 3}, ["-2", "x"]),
+])
+def test_argparse_types_accept_good_and_refuse_bad_values(parse, good, bad):
+    for text, value in good.items():
+        assert parse(text) == value
+    for text in bad:
+        with pytest.raises(argparse.ArgumentTypeError, match=repr(text).replace("-", "\\-").replace(".", "\\.")):
+            parse(text)
