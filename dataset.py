@@ -52,9 +52,9 @@ except ImportError:  # a torchvision without image decoders: PIL does it all
     decode_image = ImageReadMode = None
 
 from download import COCO_URL_BASE, DOWNLOAD_SPLITS, URL_BASE_ENV, download_coco
-from sample_data import make_sample_dataset
-from utils import (KEYPOINT_FLIP_INDEX, NUM_KEYPOINTS, PERSON_ID, SPLITS, DatasetError, cli_errors, coco_paths,
-                   nonnegative_int, positive_int)
+from sample_data import is_sample_dataset, make_sample_dataset
+from utils import (DEFAULT_MAX_IMAGE_PIXELS, KEYPOINT_FLIP_INDEX, NUM_KEYPOINTS, PERSON_ID, SPLITS, DatasetError,
+                   check_image_pixels, cli_errors, coco_paths, is_number, nonnegative_int, positive_int, url)
 
 
 Target = dict[str, Any]
@@ -64,16 +64,18 @@ Transform = Callable[[torch.Tensor, Target], tuple[torch.Tensor, Target]]
 # --------------------------------------------------------------------------------------
 # Images
 # --------------------------------------------------------------------------------------
-def read_image(path: str | os.PathLike) -> torch.Tensor:
+def read_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> torch.Tensor:
     """Read an image file as uint8 3xHxW RGB, whatever its mode (gray, CMYK, alpha, palette, 16-bit).
 
     EXIF orientation is ignored on purpose: COCO's boxes and keypoints refer to the stored pixels.
+    An image whose header claims more than `max_pixels` pixels is refused before decoding.
     """
     try:
         with open(path, "rb") as f:
             data = f.read()
     except OSError as e:
         raise DatasetError(f"cannot read image {path}: {e.strerror or e}") from None
+    check_image_pixels(io.BytesIO(data), path, max_pixels)
     try:
         image = _decode_with_torchvision(data)
     except (RuntimeError, ValueError):
@@ -147,10 +149,21 @@ def _check_coco_json(data: Any, ann_file: str | os.PathLike) -> None:
         bbox = ann.get("bbox") if isinstance(ann, dict) else None
         if not isinstance(bbox, list) or len(bbox) != 4 or "image_id" not in ann:
             raise DatasetError(f"annotation file {ann_file}: annotation without image_id/bbox: {ann!r:.80}")
+        if not all(map(is_number, bbox)):
+            raise DatasetError(f"annotation file {ann_file}: annotation {ann.get('id')} has a bbox that is not "
+                               f"4 numbers: {bbox!r:.60}")
         kps = ann.get("keypoints")
+        if kps is not None and not (isinstance(kps, list) and all(map(is_number, kps))):
+            raise DatasetError(f"annotation file {ann_file}: annotation {ann.get('id')} has keypoints that are not "
+                               f"a list of numbers: {kps!r:.60}")
         if kps is not None and len(kps) != 3 * NUM_KEYPOINTS:
             raise DatasetError(f"annotation file {ann_file}: annotation {ann.get('id')} has {len(kps)} "
                                f"keypoint values, expected {3 * NUM_KEYPOINTS}")
+
+
+def has_person_keypoints(coco: COCO) -> bool:
+    """Whether any annotation labels a keypoint (an instances file has boxes and masks only)."""
+    return any(num_labelled(a) for a in coco.dataset["annotations"])
 
 
 def num_labelled(ann: dict) -> int:
@@ -222,12 +235,14 @@ class CocoKeypoints(torch.utils.data.Dataset):
     """
 
     def __init__(self, image_dir: str | os.PathLike, ann_file: str | os.PathLike, train: bool = False,
-                 transforms: Transform | None = None, min_keypoints: int = 1) -> None:
+                 transforms: Transform | None = None, min_keypoints: int = 1,
+                 max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> None:
         self.image_dir = Path(image_dir)
         self.ann_file = Path(ann_file)
         self.train = train
         self.transforms = transforms
         self.min_keypoints = min_keypoints
+        self.max_image_pixels = max_image_pixels
         self.coco = load_coco(ann_file)
         _check_image_dir(self.image_dir, self.ann_file, [img["file_name"] for img in self.coco.dataset["images"]])
 
@@ -261,7 +276,7 @@ class CocoKeypoints(torch.utils.data.Dataset):
     def __getitem__(self, idx: int) -> tuple[torch.Tensor, Target]:
         info = self.coco.imgs[self.ids[idx]]
         path = self.image_dir / info["file_name"]
-        image = read_image(path)
+        image = read_image(path, self.max_image_pixels)
         if tuple(image.shape[-2:]) != (info["height"], info["width"]):
             # Boxes would be silently misplaced: the file does not belong to this annotation file.
             raise DatasetError(f"image {path} is {image.shape[-1]}x{image.shape[-2]}, "
@@ -441,7 +456,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                "python dataset.py --download coco --root coco --splits annotations val")
     action = parser.add_mutually_exclusive_group(required=True)
     action.add_argument("--sample", metavar="DIR", type=Path,
-                        help="write a synthetic person-keypoint dataset in the COCO layout to DIR")
+                        help="write a synthetic person-keypoint dataset in the COCO layout to DIR (a new or empty "
+                             "folder, or an earlier sample set, which is replaced)")
+    parser.add_argument("--force", action="store_true",
+                        help="let --sample write into a folder that holds other files (they may be overwritten)")
     parser.add_argument("--images", type=positive_int, default=200, metavar="N", help="training images for --sample (default 200)")
     parser.add_argument("--val-images", type=positive_int, default=None, metavar="N",
                         help="validation images for --sample (default max(8, images // 5))")
@@ -456,9 +474,21 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                           help="zips to fetch (default all: annotations 0.25 GB, val 0.8 GB, train 19.3 GB)")
     download.add_argument("--keep-zips", action="store_true",
                           help="keep the zips in DIR after unpacking (default: delete them to save the space)")
-    download.add_argument("--url-base", metavar="URL", default=None,
+    download.add_argument("--url-base", metavar="URL", type=url, default=None,
                           help=f"a mirror with the same paths (default ${URL_BASE_ENV}, else {COCO_URL_BASE})")
     return parser.parse_args(argv)
+
+
+def check_sample_target(root: Path, force: bool) -> None:
+    """--sample writes only into a new or empty folder, or over an earlier sample set: never over
+    a downloaded COCO or other files, unless --force."""
+    if force or not root.exists() or is_sample_dataset(root):
+        return
+    if not root.is_dir():
+        raise DatasetError(f"--sample {root} is a file, not a folder")
+    if any(root.iterdir()):
+        raise DatasetError(f"--sample {root}: the folder holds files that are not a sample set of this command "
+                           "(a real dataset?); choose a new folder, or add --force to write into it anyway")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -469,6 +499,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         return
     if args.sample is not None:
         start = time.perf_counter()
+        with cli_errors():
+            check_sample_target(args.sample, args.force)
         try:
             root = make_sample_dataset(args.sample, images=args.images, seed=args.seed, val_images=args.val_images)
         except OSError as e:

@@ -41,6 +41,7 @@ from tqdm import tqdm
 
 import draw
 import models
+import runs
 import utils
 from media import (STREAM_TIMEOUT_S, LatestFrame, Window, decide_show, is_url, list_files, open_stream, open_video,
                    quiet_opencv, read_bgr, unreadable_message, video_fps)
@@ -68,6 +69,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     model.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     model.add_argument("--half", action=argparse.BooleanOptionalAction, default=None,
                        help="float16 autocast, CUDA only (default: on with CUDA)")
+    utils.add_max_image_pixels_flag(model)
 
     draw = parser.add_argument_group("drawing")
     draw.add_argument("--score-thresh", type=utils.probability, default=0.8,
@@ -104,6 +106,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
+    utils.set_max_image_pixels(args.max_image_pixels)
     with utils.cli_errors():
         run(args)
 
@@ -132,8 +135,7 @@ def run(args: argparse.Namespace) -> None:
 
 def load_detector(args: argparse.Namespace, device: torch.device, half: bool) -> torch.nn.Module:
     """The model of --weights, once, in eval mode on `device`, dropping persons below --score-thresh."""
-    weights = models.resolve_weights(args.weights)
-    how = "" if args.weights else "  (default: newest e*_b*_lr*_m*.pth here, else torchvision's COCO weights)"
+    weights, how = runs.resolve_weights(args.weights)
     print(f"weights: {models.describe_weights(weights)}{how}")
     # Persons below the display threshold are dropped before the keypoint head, the costly part.
     model, config = models.load_model(weights, args.backbone, args.min_size, args.max_size,
@@ -227,9 +229,10 @@ def run_files(model: torch.nn.Module, device: torch.device, half: bool, files: l
     window = Window() if show else None
     done = {"image": 0, "video": 0}
     skipped: list[str] = []
+    taken: set[Path] = set()  # what this run wrote: x.jpg and x.png must not share x.json
     try:
         for path in files:
-            image = read_bgr(path)
+            image = read_bgr(path, args.max_image_pixels)
             video = open_video(path) if image is None else None
             if image is None and video is None:
                 if not several:
@@ -237,10 +240,10 @@ def run_files(model: torch.nn.Module, device: torch.device, half: bool, files: l
                 skipped.append(Path(path).name)
                 continue
             if image is not None:
-                keep_going = process_image(model, device, half, path, image, output, args, window)
+                keep_going = process_image(model, device, half, path, image, output, args, window, taken)
                 done["image"] += 1
             else:
-                keep_going = process_video(model, device, half, path, *video, output, args, window)
+                keep_going = process_video(model, device, half, path, *video, output, args, window, taken)
                 done["video"] += 1
             if not keep_going:
                 print("stopped by the user")
@@ -257,22 +260,31 @@ def run_files(model: torch.nn.Module, device: torch.device, half: bool, files: l
     print(f"saved {saved}{' with JSON' if args.save_json else ''} to {output}")
 
 
-def output_path(source: str, output: Path, suffix: str | None = None) -> Path:
-    """`<output>/<name>`; an image keeps its name when OpenCV can write that format, else .jpg."""
+def output_path(source: str, output: Path, suffix: str | None = None, taken: set[Path] | None = None,
+                with_json: bool = False) -> Path:
+    """`<output>/<name>`; an image keeps its name when OpenCV can write that format, else .jpg.
+    A name this run already wrote (in `taken`, with its `.json` when `with_json`) is not reused: the
+    second of x.jpg and x.png becomes x_png.png (and x_png.json), then x_png_2.png, ..."""
     name = Path(source.split("?")[0]).name or "stream"
     target = output / name
     if suffix is not None:
         target = target.with_suffix(suffix)
     elif not cv2.haveImageWriter(str(target)):
         target = target.with_suffix(".jpg")
+    if taken is not None:
+        stem, kind = target.stem, Path(name).suffix.lstrip(".")
+        candidates = [target] + [target.with_name(f"{stem}_{kind}{'_' + str(n) if n > 1 else ''}{target.suffix}")
+                                 for n in range(1, len(taken) + 2)]
+        target = next(c for c in candidates if not ({c, c.with_suffix(".json")} if with_json else {c}) & taken)
+        taken.update({target, target.with_suffix(".json")} if with_json else {target})
     if Path(source).exists() and target.resolve() == Path(source).resolve():
         raise utils.UserError(f"the output {target} would overwrite its input; choose another --output")
     return target
 
 
 def process_image(model: torch.nn.Module, device: torch.device, half: bool, path: str, image: np.ndarray,
-                  output: Path, args: argparse.Namespace, window: Window | None) -> bool:
-    target = output_path(path, output)
+                  output: Path, args: argparse.Namespace, window: Window | None, taken: set[Path]) -> bool:
+    target = output_path(path, output, taken=taken, with_json=args.save_json)
     detections, model_s = process_frame(model, image, device, half, args)
     write_image(target, image)
     h, w = image.shape[:2]
@@ -286,10 +298,10 @@ def process_image(model: torch.nn.Module, device: torch.device, half: bool, path
 
 def process_video(model: torch.nn.Module, device: torch.device, half: bool, path: str,
                   capture: cv2.VideoCapture, first: np.ndarray, output: Path, args: argparse.Namespace,
-                  window: Window | None) -> bool:
+                  window: Window | None, taken: set[Path]) -> bool:
     """Every frame, annotated, into `<output>/<stem>.mp4` at the input's size and fps."""
 
-    target = output_path(path, output, ".mp4")
+    target = output_path(path, output, ".mp4", taken, args.save_json)
     fps = video_fps(capture)
     h, w = first.shape[:2]
     output.mkdir(parents=True, exist_ok=True)

@@ -37,6 +37,10 @@ STREAM_TIMEOUT_S = 10.0
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 
 
+# Where a JPEG's end-of-image marker is looked for: some cameras append a little data after it.
+JPEG_TAIL_BYTES = 4096
+
+
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".ts", ".gif"}
 
 
@@ -93,10 +97,17 @@ def native_stderr_silenced() -> Iterator[None]:
         os.close(devnull)
 
 
-def read_bgr(path: str) -> np.ndarray | None:
-    """The file as a BGR uint8 image, or None when it is not an image (OpenCV, then Pillow)."""
+def read_bgr(path: str, max_pixels: int = utils.DEFAULT_MAX_IMAGE_PIXELS) -> np.ndarray | None:
+    """The file as a BGR uint8 image, or None when it is not an image (OpenCV, then Pillow).
+    An image of more than `max_pixels` pixels is refused (DatasetError) before decoding; a
+    truncated JPEG is decoded as far as it goes, with a warning."""
+    if not is_url(path):
+        utils.check_image_pixels(path, path, max_pixels)
     with native_stderr_silenced():
         image = cv2.imread(path, cv2.IMREAD_COLOR)  # EXIF orientation applied, alpha dropped, 8 bit
+    if image is not None and jpeg_truncated(path):
+        print(f"warning: {path} is a truncated JPEG (cut off before its end); drawing on the part that is there",
+              file=sys.stderr)
     if image is not None or is_url(path):
         return image
     try:
@@ -108,6 +119,21 @@ def read_bgr(path: str) -> np.ndarray | None:
         return cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
     except Exception:  # Pillow raises many types for files it cannot read
         return None
+
+
+def jpeg_truncated(path: str) -> bool:
+    """A JPEG file without its end-of-image marker (FF D9) near its end: a cut download or copy.
+    libjpeg decodes such a file, filling the missing rows, and only prints to stderr."""
+    try:
+        with open(path, "rb") as f:
+            if f.read(2) != b"\xff\xd8":
+                return False
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - JPEG_TAIL_BYTES))
+            tail = f.read()
+    except OSError:
+        return False
+    return b"\xff\xd9" not in tail
 
 
 def open_video(path: str) -> tuple[cv2.VideoCapture, np.ndarray] | None:
@@ -266,6 +292,8 @@ class Window:
 
 
 def unreadable_message(path: str) -> str:
+    if is_url(path):
+        return f"cannot read {path}: unreachable, or not an image or video OpenCV can decode"
     suffix = Path(path).suffix.lower()
     capture = cv2.VideoCapture(path)
     opened = capture.isOpened()

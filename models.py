@@ -10,7 +10,9 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import pickle
 import re
 from pathlib import Path
 from typing import Any, Sequence
@@ -54,10 +56,16 @@ class WeightsError(UserError):
     pass
 
 
+# What to do when pretrained weights cannot be downloaded: train.py may also start from scratch,
+# test.py and detect.py need trained weights (load_model swaps the advice).
+TRAINING_ADVICE = "pass a local checkpoint with --weights PATH, or --weights none to start from scratch"
+INFERENCE_ADVICE = "pass a local checkpoint with --weights PATH"
+
+
 def _download_failed(what: str, error: Exception) -> WeightsError:
     return WeightsError(
         f"could not download {what} ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}); "
-        "this needs internet: pass a local checkpoint with --weights PATH, or --weights none to start from scratch"
+        f"this needs internet: {TRAINING_ADVICE}"
     )
 
 
@@ -204,12 +212,21 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         raise UserError(f"weights file not found: {path}")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # unpickling errors come in many types
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserError(f"cannot load {path} as a PyTorch checkpoint: {first}") from None
+    except pickle.UnpicklingError as e:
+        if "weights_only" in str(e):  # torch's advice to turn the check off is not passed on
+            raise UserError(f"refused {path}: it holds Python objects that could run code when loaded; "
+                            "only tensors, numbers, strings and containers of them are accepted") from None
+        raise UserError(f"cannot load {path} as a PyTorch checkpoint: {_first_line(e)}") from None
+    except Exception as e:  # other unpickling errors come in many types, some with a bare key as message
+        raise UserError(f"cannot load {path}: not a PyTorch checkpoint ({_first_line(e)})") from None
     if not isinstance(obj, dict):
         raise UserError(f"{path} holds a {type(obj).__name__}, not a state dict or checkpoint")
     return obj
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return f"{type(error).__name__}: {text.splitlines()[0]}" if text else type(error).__name__
 
 
 def split_checkpoint(obj: dict[str, Any], source: str = "checkpoint") -> tuple[dict[str, torch.Tensor], dict | None]:
@@ -230,7 +247,22 @@ def split_checkpoint(obj: dict[str, Any], source: str = "checkpoint") -> tuple[d
 
 
 def load_weights(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict | None]:
-    return split_checkpoint(load_checkpoint(path), str(path))
+    """(state_dict, model config or None): the config recorded in a full checkpoint, else the one
+    train.py's log beside final weights holds (`e42_b8_lr0.02_m0.9.json` for `...pth`)."""
+    state_dict, config = split_checkpoint(load_checkpoint(path), str(path))
+    return state_dict, config if config is not None else sidecar_config(path)
+
+
+def sidecar_config(weights_path: str | os.PathLike) -> dict[str, Any] | None:
+    """The whole "model_config" of the JSON log train.py writes beside its final weights, or
+    None when there is no such file or it holds none (a log is never required)."""
+    log = Path(weights_path).with_suffix(".json")
+    try:
+        with open(log, encoding="utf-8") as f:
+            config = json.load(f).get("model_config")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return config if isinstance(config, dict) else None
 
 
 def apply_state_dict(model: torch.nn.Module, state_dict: dict[str, torch.Tensor], source: str = "weights") -> None:
@@ -248,24 +280,6 @@ def apply_state_dict(model: torch.nn.Module, state_dict: dict[str, torch.Tensor]
         raise UserError(f"{source} do not fit this model: " + ", ".join(parts) +
                         "; check --backbone and the number of keypoints")
     model.load_state_dict(state_dict, strict=False)
-
-
-def find_latest_weights(folder: str | os.PathLike = ".") -> Path | None:
-    """Newest `e*_b*_lr*_m*.pth` in `folder` (test.py and detect.py use it by default)."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        return None
-    found = [p for p in folder.iterdir() if p.is_file() and WEIGHTS_NAME_PATTERN.match(p.name)]
-    return max(found, key=lambda p: p.stat().st_mtime) if found else None
-
-
-def resolve_weights(weights: str | None, folder: str | os.PathLike = ".") -> str:
-    """The --weights rule of test.py and detect.py: as given, else the newest
-    e*_b*_lr*_m*.pth in `folder`, else torchvision's COCO weights."""
-    if weights:
-        return weights
-    latest = find_latest_weights(folder)
-    return str(latest) if latest else "coco"
 
 
 def load_model(
@@ -286,7 +300,11 @@ def load_model(
                         "pass a checkpoint or 'coco'")
     if weights == "coco":
         config = model_config(backbone or "resnet50", min_size=min_size or 800, max_size=max_size or DEFAULT_MAX_SIZE)
-        model = build_model(config["backbone"], "coco", min_size=config["min_size"], max_size=config["max_size"], **kwargs)
+        try:
+            model = build_model(config["backbone"], "coco", min_size=config["min_size"], max_size=config["max_size"],
+                                **kwargs)
+        except WeightsError as e:  # no model trained from scratch here: do not advise --weights none
+            raise WeightsError(str(e).replace(TRAINING_ADVICE, INFERENCE_ADVICE)) from None
         return model.eval(), config
     state_dict, saved = load_weights(weights)
     found = settings_from_weights(state_dict, saved)
@@ -382,7 +400,8 @@ def add_model_flags(group: argparse._ArgumentGroup, min_size_note: str = "") -> 
     """The --weights, --backbone, --min-size and --max-size flags of test.py and detect.py."""
     group.add_argument("--weights", default=None,
                        help="our checkpoint, a raw torchvision state_dict (.pth), or 'coco' for torchvision's "
-                            "COCO weights (default: the newest e*_b*_lr*_m*.pth in the current folder, else 'coco')")
+                            "COCO weights (default: the newest e*_b*_lr*_m*.pth in the current folder or in "
+                            "train.py's run folders runs/train/*/, else 'coco')")
     group.add_argument("--backbone", choices=BACKBONES, default=None,
                        help="override the backbone (default: as recorded in the checkpoint, or guessed from it)")
     group.add_argument("--min-size", type=image_side, default=None,

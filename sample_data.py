@@ -438,6 +438,34 @@ def _annotate(person: dict, labels: np.ndarray, width: int, height: int) -> dict
             "segmentation": []}
 
 
+# Written into the annotation files' "info", so that an earlier sample set is known as one.
+SAMPLE_CONTRIBUTOR = "dataset.py make_sample_dataset"
+SAMPLE_FOLDERS = {"annotations", "train2017", "val2017"}
+
+
+def is_sample_dataset(root: str | os.PathLike) -> bool:
+    """Whether `root` holds a sample set of `make_sample_dataset` and nothing else of note: only
+    its three folders, and annotation files it wrote (so replacing them loses no one's data)."""
+    root = Path(root)
+    if not root.is_dir() or not {p.name for p in root.iterdir()} <= SAMPLE_FOLDERS:
+        return False
+    found = False
+    for split in ("train", "val"):
+        ann_file = coco_paths(root, split)[1]
+        if not ann_file.exists():
+            continue
+        # "info" comes first in the files we write: no need to parse COCO's 450 MB to tell.
+        try:
+            with open(ann_file, encoding="utf-8", errors="replace") as f:
+                head = f.read(4096)
+        except OSError:
+            return False
+        if json.dumps({"contributor": SAMPLE_CONTRIBUTOR})[1:-1] not in head:
+            return False
+        found = True
+    return found
+
+
 def make_sample_dataset(root: str | os.PathLike, images: int = 200, seed: int = 0,
                         val_images: int | None = None) -> Path:
     """Write a synthetic person-keypoint dataset in the COCO 2017 layout under `root`; returns root.
@@ -473,7 +501,7 @@ def make_sample_dataset(root: str | os.PathLike, images: int = 200, seed: int = 
                 next_ann_id += 1
         data = {
             "info": {"description": f"Synthetic stick-figure people (dataset.py, seed {seed})", "version": "1.0",
-                     "year": 2017, "contributor": "dataset.py make_sample_dataset", "date_created": ""},
+                     "year": 2017, "contributor": SAMPLE_CONTRIBUTOR, "date_created": ""},
             "licenses": [{"id": 1, "name": "Public Domain (generated)", "url": ""}],
             "images": image_entries,
             "annotations": annotations,

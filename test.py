@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 from pathlib import Path
 from typing import Any, Sequence
@@ -31,6 +30,7 @@ from torch.utils.data import Subset
 
 import coco_eval
 import models
+import runs
 import utils
 from dataset import CocoKeypoints, coco_paths, load_coco
 
@@ -53,6 +53,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                       help="the folder of the images --ann-file lists (default: val2017/ under --data-root)")
     data.add_argument("--limit", type=utils.positive_int, default=None, metavar="N",
                       help="evaluate only the first N images (in image-id order)")
+    utils.add_max_image_pixels_flag(data)
 
     model = parser.add_argument_group("model")
     models.add_model_flags(model)
@@ -79,6 +80,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> dict[str, dict[str, float]]:
     """Run the evaluation; returns the metrics ({} on ranks other than 0 under torchrun)."""
     args = parse_args(argv)
+    utils.set_max_image_pixels(args.max_image_pixels)
     with utils.cli_errors():
         return run(args)
 
@@ -94,13 +96,11 @@ def run(args: argparse.Namespace) -> dict[str, dict[str, float]]:
 
     info, device = utils.init_distributed(args.device)
     try:
-        dataset = CocoKeypoints(image_dir, ann_file, train=False)
+        dataset = CocoKeypoints(image_dir, ann_file, train=False, max_image_pixels=args.max_image_pixels)
         if args.limit:
             dataset = Subset(dataset, range(min(args.limit, len(dataset))))
-        weights = models.resolve_weights(args.weights)
+        weights, how = runs.resolve_weights(args.weights)
         if info.is_main:
-            how = ("" if args.weights else "  (no e*_b*_lr*_m*.pth in the current folder)" if weights == "coco"
-                   else "  (the newest e*_b*_lr*_m*.pth in the current folder)")
             print(f"weights: {models.describe_weights(weights)}{how}")
         model, config = models.load_model(weights, args.backbone, args.min_size, args.max_size)
         model.to(device)
@@ -178,25 +178,25 @@ def result_problem(entry: Any, gt_keypoints: int | None) -> str | None:
     for key in ("image_id", "category_id"):
         if not isinstance(entry.get(key), int) or isinstance(entry.get(key), bool):
             return f"'{key}' must be an integer, got {entry.get(key)!r}"
-    if not is_number(entry.get("score")):
+    if not utils.is_number(entry.get("score")):
         return f"'score' must be a number, got {entry.get('score')!r}"
     if "bbox" not in entry and "keypoints" not in entry:
         return "needs 'bbox' ([x, y, width, height]) or 'keypoints' (x1, y1, v1, x2, ...) or both"
     if "bbox" in entry:
         box = entry["bbox"]
-        if not (isinstance(box, list) and len(box) == 4 and all(map(is_number, box)) and box[2] >= 0 and box[3] >= 0):
+        if not (isinstance(box, list) and len(box) == 4 and all(map(utils.is_number, box)) and box[2] >= 0 and box[3] >= 0):
             return f"'bbox' must be [x, y, width, height] with width, height >= 0, got {box!r:.60}"
     if "keypoints" in entry:
         kps = entry["keypoints"]
-        if not (isinstance(kps, list) and kps and len(kps) % 3 == 0 and all(map(is_number, kps))):
+        if not (isinstance(kps, list) and kps and all(map(utils.is_number, kps))):
             return f"'keypoints' must be a flat list of x, y, v numbers, got {kps!r:.60}"
+        # The count before the multiple of 3: a list one number short is a wrong count, not a wrong shape.
         if gt_keypoints and len(kps) != gt_keypoints:
-            return f"'keypoints' has {len(kps)} numbers, the annotation file {gt_keypoints} per person"
+            return (f"'keypoints' has {len(kps)} numbers, expected {gt_keypoints} "
+                    f"(x, y, v for each of the annotation file's {gt_keypoints // 3} keypoints)")
+        if len(kps) % 3:
+            return f"'keypoints' has {len(kps)} numbers, not a multiple of 3 (x, y, v per keypoint)"
     return None
-
-
-def is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def finish(metrics: dict[str, dict[str, float]], save_metrics: str) -> None:

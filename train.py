@@ -2,7 +2,7 @@
 
 Usage:
     python train.py                                    # the documented recipe on ./coco
-    python train.py --resume                           # continue ./last.pth where it stopped
+    python train.py --resume                           # continue the newest run's last.pth where it stopped
     torchrun --nproc_per_node=4 train.py -b 16         # 4 GPUs x 4 images (-b is the total batch)
     python train.py --data-root sample --device cpu --backbone resnet18 --weights none \\
         --min-size 320 --max-size 480 --keypoint-head 128x4 -b 4 --epochs 20 --lr 0.02
@@ -14,7 +14,8 @@ backbone initialised from ImageNet. Data: `<data-root>/train2017` for training, 
 validation loss every epoch and COCO box/keypoint AP every --eval-every epochs (the same code
 test.py runs).
 
-Files written to --output-dir:
+Files written to --output-dir (default: a new run folder runs/train/exp, exp2, ... per run; a
+folder that holds an earlier run is refused unless --resume continues it or --exist-ok is given):
     last.pth                   full checkpoint after every epoch (model, optimizer, lr scheduler,
                                AMP scaler, epoch, arguments, model settings, history); on Ctrl-C
                                also mid-epoch. `--resume` continues from it.
@@ -47,18 +48,13 @@ from tqdm import tqdm
 import coco_eval
 import draw
 import models
+import runs
 import utils
 from dataset import (CocoKeypoints, DatasetError, GroupedBatchSampler, coco_paths, collate_fn, create_aspect_ratio_groups,
-                     get_transforms)
+                     get_transforms, has_person_keypoints)
 
 LOSS_NAMES = ("loss_classifier", "loss_box_reg", "loss_keypoint", "loss_objectness", "loss_rpn_box_reg")
 SHORT_LOSS_NAMES = ("cls", "box", "kp", "obj", "rpn")
-LAST_CHECKPOINT = "last.pth"
-BEST_CHECKPOINT = "best.pth"
-# On --resume these must match the checkpoint: they shape the model, the optimizer or the data order.
-FIXED_ON_RESUME = ("backbone", "keypoint_head", "trainable_layers", "box_batch_size_per_image", "weights",
-                   "batch_size", "lr", "momentum", "weight_decay", "seed")
-
 
 # --------------------------------------------------------------------------------------
 # Command line
@@ -108,13 +104,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     g = p.add_argument_group("run")
     g.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
-    g.add_argument("--output-dir", default=".", help="where checkpoints, the log and the plot go")
+    g.add_argument("--output-dir", default=None,
+                   help=f"where checkpoints, the log and the plot go (default: a new {runs.RUNS}/expN for a new run, "
+                        "the checkpoint's folder with --resume)")
+    g.add_argument("--exist-ok", action="store_true",
+                   help="let a new run write into an --output-dir that holds an earlier run, overwriting it")
     g.add_argument("--resume", nargs="?", const="", default=None, metavar="PATH",
-                   help="continue a run from PATH (no PATH: last.pth in --output-dir); its settings are "
-                        "restored, flags given here override the ones allowed to change (e.g. --epochs)")
+                   help=f"continue a run from PATH (no PATH: last.pth in --output-dir, else the newest "
+                        f"{runs.RUNS}/*/last.pth or ./last.pth); its settings are restored, flags given here "
+                        "override the ones allowed to change (e.g. --epochs)")
     g.add_argument("--seed", type=utils.nonnegative_int, default=0, help="seed of the initial weights, data order and augmentation")
     g.add_argument("--eval-every", type=utils.nonnegative_int, default=1, metavar="K",
                    help="COCO box and keypoint AP every K epochs and after the last (0: never)")
+    utils.add_max_image_pixels_flag(p.add_argument_group("images"))
     return p
 
 
@@ -130,22 +132,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def plain_args(args: argparse.Namespace) -> dict[str, Any]:
     """The settings worth saving: plain types only (checkpoints are loaded with weights_only)."""
-    return {k: v for k, v in vars(args).items() if k not in ("explicit", "resume")}
-
-
-def restore_args(args: argparse.Namespace, saved: dict[str, Any], source: Path) -> argparse.Namespace:
-    """Defaults < the checkpoint's settings < flags typed now."""
-    merged = vars(build_parser().parse_args([]))
-    merged.update({k: v for k, v in saved.items() if k in merged})
-    for name in args.explicit:
-        value = getattr(args, name)
-        if name in FIXED_ON_RESUME and name in saved and value != saved[name]:
-            raise utils.UserError(f"--{name.replace('_', '-')} {value} differs from {saved[name]} in {source}; "
-                                  "it cannot change when resuming (start a new run with --weights instead)")
-        merged[name] = value
-    # The device is this machine's choice: a run from a GPU box may continue on a CPU one.
-    merged["resume"], merged["explicit"], merged["device"] = args.resume, args.explicit, args.device
-    return argparse.Namespace(**merged)
+    return {k: v for k, v in vars(args).items() if k not in ("explicit", "resume", "exist_ok")}
 
 
 def check_args(args: argparse.Namespace, world_size: int) -> None:
@@ -172,14 +159,26 @@ def build_datasets(args: argparse.Namespace):
     empty images), so it compares with the training loss; COCO AP uses every val image, as test.py.
     """
     root = Path(args.data_root)
-    train_set = CocoKeypoints(*coco_paths(root, "train"), train=True,
+    train_dir, train_ann = coco_paths(root, "train")
+    if not train_ann.is_file():
+        raise utils.UserError(f"no training data: {train_ann} not found; get COCO with `python dataset.py --download "
+                              "coco`, or make a sample set with `python dataset.py --sample sample` and pass "
+                              "--data-root sample")
+    pixels = args.max_image_pixels
+    train_set = CocoKeypoints(train_dir, train_ann, train=True, max_image_pixels=pixels,
                               transforms=get_transforms(True, flip_prob=args.flip_prob))
+    if not len(train_set):
+        raise utils.UserError(f"{train_ann} has no person keypoints to train on" +
+                              ("" if has_person_keypoints(train_set.coco) else
+                               " (a COCO instances file? Keypoint R-CNN needs person_keypoints_*.json)"))
     train_set = first(train_set, args.limit)
     if args.val_limit == 0:
         return train_set, None, None
     val_dir, val_ann = coco_paths(root, "val")
-    val_loss_set = first(CocoKeypoints(val_dir, val_ann, train=True, transforms=get_transforms(False)), args.val_limit)
-    eval_set = first(CocoKeypoints(val_dir, val_ann, train=False, transforms=get_transforms(False)), args.val_limit)
+    val_loss_set = first(CocoKeypoints(val_dir, val_ann, train=True, transforms=get_transforms(False),
+                                       max_image_pixels=pixels), args.val_limit)
+    eval_set = first(CocoKeypoints(val_dir, val_ann, train=False, transforms=get_transforms(False),
+                                   max_image_pixels=pixels), args.val_limit)
     return train_set, val_loss_set, eval_set
 
 
@@ -350,21 +349,6 @@ class Data:
     eval_set: Any
 
 
-def load_resume(args: argparse.Namespace) -> tuple[argparse.Namespace, dict | None, Path | None]:
-    """(settings, checkpoint, its path): with --resume, the checkpoint's settings under the flags typed now."""
-    if args.resume is None:
-        return args, None, None
-    resume_path = Path(args.resume) if args.resume else Path(args.output_dir) / LAST_CHECKPOINT
-    if not resume_path.is_file():
-        raise utils.UserError(f"--resume: no checkpoint at {resume_path}")
-    resume_ckpt = models.load_checkpoint(resume_path)
-    missing = [k for k in ("model", "optimizer", "lr_scheduler", "epoch", "args", "model_config") if k not in resume_ckpt]
-    if missing:
-        raise utils.UserError(f"--resume: {resume_path} is not a full training checkpoint (no {missing[0]!r}); "
-                              "use it with --weights to start a new run from its weights")
-    return restore_args(args, resume_ckpt["args"], resume_path), resume_ckpt, resume_path
-
-
 def settle_model_settings(args: argparse.Namespace, resume_ckpt: dict | None) -> bool:
     """Fill in the model flags a checkpoint decides; returns whether BatchNorm is frozen."""
     if resume_ckpt is not None:
@@ -482,32 +466,47 @@ def epoch_summary(entry: dict[str, Any], epochs: int, metrics: dict, is_best: bo
     return summary + f" | lr {entry['lr']:.2e} | {entry['time_s']:.0f}s"
 
 
-def finish_epoch(run: Run, data: Data, args: argparse.Namespace, epoch: int, started: float,
-                 info: utils.DistInfo, device: torch.device, paths: dict[str, Path]) -> str:
-    """Validate, log, save last.pth (and best.pth), the log and the plot; returns the summary line."""
+def validate(run: Run, data: Data, args: argparse.Namespace, epoch: int, info: utils.DistInfo,
+             device: torch.device) -> tuple[dict[str, float] | None, dict]:
+    """(validation losses or None, COCO metrics or {}) after `epoch`, as the flags ask."""
     use_amp = run.scaler.is_enabled()
     val = validation_loss(run.net, data.val_loader, device, use_amp, info.world_size) \
         if data.val_loader is not None else None
     metrics = {}
-    if data.eval_set is not None and args.eval_every and ((epoch + 1) % args.eval_every == 0 or epoch + 1 == args.epochs):
+    if evaluates(data, args, epoch):
         metrics, _ = coco_eval.evaluate_dataset(run.net, data.eval_set, device, batch_size=data.per_process_batch,
                                                 workers=args.workers, amp=use_amp, verbose=True,
                                                 desc=f"eval epoch {epoch + 1}")
         run.model.train()
+    return val, metrics
+
+
+def evaluates(data: Data, args: argparse.Namespace, epoch: int) -> bool:
+    return data.eval_set is not None and bool(args.eval_every) and \
+        ((epoch + 1) % args.eval_every == 0 or epoch + 1 == args.epochs)
+
+
+def finish_epoch(run: Run, data: Data, args: argparse.Namespace, epoch: int, started: float,
+                 info: utils.DistInfo, device: torch.device, paths: dict[str, Path]) -> str:
+    """Save last.pth, validate, log, save last.pth (and best.pth), the log and the plot; returns the
+    summary line. The first save keeps the epoch's training if validation fails (a bad val image)."""
     train_losses = [s / max(run.progress.step, 1) for s in run.progress.loss_sums]
     entry: dict[str, Any] = {"epoch": epoch + 1, "lr": run.progress.lr,
                              "train_loss": sum(train_losses), **dict(zip(LOSS_NAMES, train_losses)),
-                             "val_loss": sum(val.values()) if val else None}
+                             "val_loss": None, "time_s": round(time.time() - started, 1)}
+    run.history.append(entry)
+    run.progress = Progress(epoch + 1)
+    if info.is_main and (data.val_loader is not None or evaluates(data, args, epoch)):
+        utils.atomic_save(run.checkpoint(args, data.iters_per_epoch, info.world_size), paths["last"])
+    val, metrics = validate(run, data, args, epoch, info, device)
     if val:
-        entry.update({f"val_{k}": v for k, v in val.items()})
+        entry.update(val_loss=sum(val.values()), **{f"val_{k}": v for k, v in val.items()})
     if metrics:
         entry.update(box_AP=metrics["bbox"]["AP"], keypoint_AP=metrics["keypoints"]["AP"], metrics=metrics)
     entry["time_s"] = round(time.time() - started, 1)
-    run.history.append(entry)
     is_best = bool(metrics) and (run.best_ap is None or metrics["keypoints"]["AP"] > run.best_ap)
     if is_best:
         run.best_ap = metrics["keypoints"]["AP"]
-    run.progress = Progress(epoch + 1)
     if info.is_main:
         ckpt = run.checkpoint(args, data.iters_per_epoch, info.world_size)
         utils.atomic_save(ckpt, paths["last"])
@@ -519,24 +518,29 @@ def finish_epoch(run: Run, data: Data, args: argparse.Namespace, epoch: int, sta
     return epoch_summary(entry, args.epochs, metrics, is_best)
 
 
-def output_paths(args: argparse.Namespace) -> dict[str, Path]:
-    output_dir = Path(args.output_dir)
-    stem = Path(models.checkpoint_name(args.epochs, args.batch_size, args.lr, args.momentum)).stem
-    return {"last": output_dir / LAST_CHECKPOINT, "best": output_dir / BEST_CHECKPOINT,
-            "final": output_dir / f"{stem}.pth", "log": output_dir / f"{stem}.json", "plot": output_dir / f"{stem}.png"}
+def save_stopped_run(run: Run, data: Data, args: argparse.Namespace, info: utils.DistInfo,
+                     paths: dict[str, Path]) -> str:
+    """Save last.pth where the run stopped (Ctrl-C, a bad file); returns where that is, in words."""
+    if info.is_main:
+        utils.atomic_save(run.checkpoint(args, data.iters_per_epoch, info.world_size), paths["last"])
+    if run.progress.step == 0 and run.progress.epoch:
+        return f"the end of epoch {run.progress.epoch}"
+    return f"epoch {run.progress.epoch + 1}, iteration {run.progress.step}/{data.iters_per_epoch}"
 
 
 def train(args: argparse.Namespace, info: utils.DistInfo, device: torch.device) -> Path | None:
     log = print if info.is_main else (lambda *a, **k: None)
     # settings: fresh, or restored from the checkpoint we resume
-    args, resume_ckpt, resume_path = load_resume(args)
+    args, resume_ckpt, resume_path = runs.load_resume(args, vars(build_parser().parse_args([])))
     check_args(args, info.world_size)
     if args.amp and device.type != "cuda":
         log("note: --amp needs CUDA; training in float32")
     frozen_bn = settle_model_settings(args, resume_ckpt)
-    paths = output_paths(args)
-
     data = build_data(args, info, device)
+    # Rank 0 picks the folder (a new runs/train/expN by default); under torchrun every rank writes there.
+    args.output_dir = str(utils.all_gather_objects(
+        runs.prepare_output_dir(args.output_dir, args.resume is not None, args.exist_ok) if info.is_main else None)[0])
+    paths = runs.run_paths(args.output_dir, models.checkpoint_name(args.epochs, args.batch_size, args.lr, args.momentum))
     run = build_run(args, frozen_bn, resume_ckpt is not None, data.iters_per_epoch, info, device)
     if resume_ckpt is not None:
         restore_run(run, resume_ckpt, resume_path, args, data.iters_per_epoch, log)
@@ -557,13 +561,15 @@ def train(args: argparse.Namespace, info: utils.DistInfo, device: torch.device) 
                             checkpoint_path=paths["last"])
             log(finish_epoch(run, data, args, epoch, started, info, device, paths))
     except KeyboardInterrupt:
+        where = save_stopped_run(run, data, args, info, paths)
         if info.is_main:
-            utils.atomic_save(run.checkpoint(args, data.iters_per_epoch, info.world_size), paths["last"])
-            where = f"epoch {run.progress.epoch + 1}, iteration {run.progress.step}/{data.iters_per_epoch}" \
-                if run.progress.epoch < args.epochs else "the end"
             print(f"\ninterrupted at {where}: saved {paths['last']}; continue with: "
                   f"python train.py --resume {paths['last']}", flush=True)
         raise SystemExit(130) from None
+    except DatasetError as e:  # a bad image mid-run: keep what was trained, name the file
+        where = save_stopped_run(run, data, args, info, paths)
+        raise utils.UserError(f"{utils.one_line(e)}; saved {paths['last']} at {where}: fix or replace the file, "
+                              f"then continue with: python train.py --resume {paths['last']}") from None
 
     # the final weights: a plain state_dict, like torchvision's own
     if info.is_main:
@@ -579,12 +585,11 @@ def train(args: argparse.Namespace, info: utils.DistInfo, device: torch.device) 
 def main(argv: Sequence[str] | None = None) -> Path | None:
     """Train; returns the final weights' path (None on other ranks than 0 under torchrun)."""
     args = parse_args(argv)
+    utils.set_max_image_pixels(args.max_image_pixels)
     with utils.cli_errors(), utils.interrupts_as_keyboard_interrupt():
         info, device = utils.init_distributed(args.device)
         try:
             return train(args, info, device)
-        except DatasetError as e:  # bad data files; from a DataLoader worker the message holds a traceback
-            raise utils.UserError(str(e).strip().splitlines()[-1].split("DatasetError: ", 1)[-1]) from None
         finally:
             utils.cleanup_distributed()
 

@@ -22,6 +22,8 @@ import re
 import signal
 import tempfile
 import threading
+import urllib.parse
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Callable, Iterator, Sequence
@@ -29,6 +31,7 @@ from typing import IO, Any, Callable, Iterator, Sequence
 import numpy as np
 import torch
 import torch.distributed as dist
+from PIL import Image
 
 # --------------------------------------------------------------------------------------
 # COCO person keypoints
@@ -154,6 +157,19 @@ image_side = _number_type(int, lambda v: 32 <= v <= MAX_IMAGE_SIDE,
                           f"an image side from 32 to {MAX_IMAGE_SIDE} pixels", "image_side")
 
 
+def url(text: str) -> str:
+    """An http(s) or ftp URL with a host, such as http://images.cocodataset.org."""
+    parts = urllib.parse.urlsplit(text)
+    if parts.scheme.lower() not in ("http", "https", "ftp") or not parts.netloc:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a URL such as http://host/path")
+    return text
+
+
+def is_number(value: Any) -> bool:
+    """A finite int or float from JSON (not a bool, not NaN or infinity)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def keypoint_head_arg(text: str) -> list[int]:
     """`512x8` (width x depth) or `256,128,128` (the width of each conv)."""
     try:
@@ -183,9 +199,85 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
 
 # --------------------------------------------------------------------------------------
+# Images: a decoded-size cap against decompression bombs
+# --------------------------------------------------------------------------------------
+# PIL's own default cap (Image.MAX_IMAGE_PIXELS, about 9459 x 9459): a 48 KB PNG can claim
+# 20000 x 20000 pixels, which decodes to 1.2 GB and becomes 4.8 GB as a float tensor.
+DEFAULT_MAX_IMAGE_PIXELS = 89_478_485
+max_image_pixels = _number_type(int, lambda v: v > 0, "a pixel count of 1 or more", "max_image_pixels")
+
+
+def add_max_image_pixels_flag(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """--max-image-pixels, the same in train.py, test.py and detect.py."""
+    parser.add_argument("--max-image-pixels", type=max_image_pixels, default=DEFAULT_MAX_IMAGE_PIXELS, metavar="N",
+                        help="refuse images of more pixels than this before decoding them (a few KB can "
+                             f"claim gigabytes); raise it for genuine huge images (default: {DEFAULT_MAX_IMAGE_PIXELS})")
+
+
+def set_max_image_pixels(limit: int) -> None:
+    """Make Pillow, which decodes what OpenCV and torchvision do not, use the same cap."""
+    Image.MAX_IMAGE_PIXELS = limit
+
+
+def check_image_pixels(source: str | os.PathLike | IO[bytes], name: str | os.PathLike,
+                       limit: int = DEFAULT_MAX_IMAGE_PIXELS) -> None:
+    """Raise DatasetError when the image header of `source` (a path or a binary file) claims more
+    than `limit` pixels; reads the header only. Files Pillow cannot identify pass: a decoder decides."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            with Image.open(source) as im:
+                size = im.size
+        except Image.DecompressionBombError:
+            # Over twice Pillow's own cap: over ours too, unless ours was raised beyond that.
+            if limit > 2 * (Image.MAX_IMAGE_PIXELS or 0):
+                return
+            size = None
+        except Exception:  # not an image Pillow knows, or a damaged one: the decoders say which
+            return
+    if size is not None and size[0] * size[1] <= limit:
+        return
+    claimed = f" is {size[0]}x{size[1]} pixels," if size else ""
+    raise DatasetError(f"image {name}{claimed} over the limit of {limit} pixels (a decompression bomb?); "
+                       "raise --max-image-pixels if it is genuine")
+
+
+# --------------------------------------------------------------------------------------
 # Files
 # --------------------------------------------------------------------------------------
 TEMP_INFIX = ".tmp"  # `last.pth.tmpXXXXXXXX`: a temp file of ours, safe to delete when stale
+# mkstemp's random part: 8 characters of [a-z0-9_].
+TEMP_NAME_PATTERN = re.compile(re.escape(TEMP_INFIX) + r"[a-z0-9_]{8}$")
+
+
+def remove_stale_temp_files(folder: str | os.PathLike, names: re.Pattern) -> list[Path]:
+    """Delete the `NAME.tmpXXXXXXXX` files that `atomic_write` leaves in `folder` when its process
+    is killed mid-write, for the NAMEs that `names` matches in full; returns what was removed.
+    Only our own names, only in `folder`, never in its subfolders."""
+    folder = Path(folder)
+    removed = []
+    for path in sorted(folder.iterdir()) if folder.is_dir() else []:
+        suffix = TEMP_NAME_PATTERN.search(path.name)
+        if suffix and names.fullmatch(path.name[:suffix.start()]) and path.is_file():
+            with contextlib.suppress(OSError):
+                path.unlink()
+                removed.append(path)
+    return removed
+
+
+def check_writable_folder(folder: str | os.PathLike, flag: str) -> Path:
+    """Make `folder` (and its parents) and prove a file can be written there, before hours of
+    work depend on it; a one-line UserError otherwise."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"{flag} {folder} is a file, not a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        raise UserError(f"{flag} {folder}: cannot write there ({e.strerror or e})") from None
+    return folder
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> Path:

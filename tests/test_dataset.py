@@ -492,3 +492,69 @@ def test_cli_bad_input(tmp_path, capsys):
     with pytest.raises(SystemExit):
         dataset.parse_args([])
     assert not (tmp_path / "x").exists()
+
+
+def test_cli_sample_never_overwrites_a_dataset(tmp_path, capsys):
+    """--sample into a folder holding other data (here a stand-in for a downloaded COCO) is refused
+    and changes nothing; an earlier sample set is replaced; --force writes anyway."""
+    coco = tmp_path / "coco"
+    (coco / "annotations").mkdir(parents=True)
+    real = coco / "annotations" / "person_keypoints_val2017.json"
+    real.write_text('{"info": {"contributor": "COCO Consortium"}, "images": [], "annotations": []}')
+    before = real.read_bytes()
+    with pytest.raises(SystemExit, match=r"^error: --sample .*coco: the folder holds files that are not a sample "
+                                         r"set .*--force"):
+        dataset.main(["--sample", str(coco), "--images", "1", "--val-images", "1"])
+    assert real.read_bytes() == before and sorted(p.name for p in coco.rglob("*")) == ["annotations",
+                                                                                         real.name]
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "todo.txt").write_text("mine")
+    with pytest.raises(SystemExit, match="not a sample set"):
+        dataset.main(["--sample", str(tmp_path / "notes"), "--images", "1", "--val-images", "1"])
+    assert (tmp_path / "notes" / "todo.txt").read_text() == "mine"
+
+    sample = tmp_path / "sample"
+    dataset.main(["--sample", str(sample), "--images", "1", "--val-images", "1"])
+    dataset.main(["--sample", str(sample), "--images", "2", "--val-images", "1", "--seed", "3"])  # replaced
+    assert len(json.loads(coco_paths(sample, "train")[1].read_text())["images"]) == 2
+    (sample / "extra.txt").write_text("mine")  # no longer only a sample set
+    with pytest.raises(SystemExit, match="not a sample set"):
+        dataset.main(["--sample", str(sample), "--images", "1", "--val-images", "1"])
+    dataset.main(["--sample", str(coco), "--images", "1", "--val-images", "1", "--force"])
+    assert real.read_bytes() != before
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("keypoints", 5, "keypoints that are not a list of numbers"),
+    ("keypoints", ["a"] * 51, "keypoints that are not a list of numbers"),
+    ("bbox", ["1", "2", "3", "4"], "bbox that is not 4 numbers"),
+    ("bbox", [1, 2, None, 4], "bbox that is not 4 numbers"),
+])
+def test_annotation_values_of_the_wrong_type(tmp_path, field, value, message):
+    (tmp_path / "images").mkdir()
+    ann = {"id": 7, "image_id": 1, "category_id": 1, "bbox": [1, 2, 3, 4], "keypoints": [0] * 51, field: value}
+    ann_file = tmp_path / "bad.json"
+    ann_file.write_text(json.dumps({"images": [], "annotations": [ann]}))
+    with pytest.raises(DatasetError, match=f"bad.json: annotation 7 has a {message}|bad.json: annotation 7 has "
+                                           f"{message}") as info:
+        CocoKeypoints(tmp_path / "images", ann_file)
+    assert "\n" not in str(info.value)
+
+
+def test_read_image_refuses_a_decompression_bomb(tmp_path):
+    bomb = tmp_path / "bomb.png"
+    Image.new("1", (10000, 10000)).save(bomb)  # 12 KB that decode to 100 million pixels
+    with pytest.raises(DatasetError, match="bomb.png is 10000x10000 pixels, over the limit"):
+        read_image(bomb)
+    small = tmp_path / "small.png"
+    Image.new("RGB", (40, 30)).save(small)
+    assert read_image(small, max_pixels=1200).shape == (3, 30, 40)
+    with pytest.raises(DatasetError, match="--max-image-pixels"):
+        read_image(small, max_pixels=1199)
+
+
+def test_cli_url_base_must_be_a_url(tmp_path, capsys):
+    error = flag_error(dataset.main, ["--download", "coco", "--root", str(tmp_path / "c"), "--url-base", "mirror"],
+                       capsys)
+    assert error.startswith("error: argument --url-base: 'mirror': expected a URL")
+    assert not (tmp_path / "c").exists()

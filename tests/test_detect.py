@@ -17,7 +17,8 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, help_text, one_line_error
+from conftest import REPO, flag_error, help_text, one_line_error
+from PIL import Image
 
 import detect
 import media
@@ -149,8 +150,20 @@ def test_default_weights_and_raw_state_dict(coco_mini, tiny_checkpoint, tmp_path
     (tmp_path / "e1_b2_lr0.01_m0.9.pth").write_bytes(tiny_checkpoint.read_bytes())
     image = str(coco_mini / "val2017" / COCO_IMAGE)
     detect.main(["--file", image, "--output", "a", "--no-show", *FAST])
-    assert "weights: e1_b2_lr0.01_m0.9.pth  (default:" in capsys.readouterr().out
+    assert "weights: e1_b2_lr0.01_m0.9.pth  (the newest e*_b*_lr*_m*.pth here and in runs/train/*/)" in \
+        capsys.readouterr().out
     assert (tmp_path / "a" / COCO_IMAGE).is_file()
+    # Final weights of a newer run in train.py's run folder, with its log: found, and run at the
+    # size they were trained at, which the plain state_dict itself does not record.
+    run = tmp_path / "runs" / "train" / "exp"
+    run.mkdir(parents=True)
+    state, config = models.load_weights(tiny_checkpoint)
+    torch.save(state, run / "e3_b2_lr0.01_m0.9.pth")
+    utils.write_json(run / "e3_b2_lr0.01_m0.9.json", {"model_config": {**config, "min_size": [96, 128]}})
+    detect.main(["--file", image, "--output", "c", "--no-show", *FAST])
+    printed = capsys.readouterr().out
+    assert "weights: runs/train/exp/e3_b2_lr0.01_m0.9.pth  (the newest" in printed
+    assert "images resized to 128 (max 256)" in printed
 
     raw = tmp_path / "raw.pth"
     torch.save(models.load_weights(tiny_checkpoint)[0], raw)
@@ -278,6 +291,60 @@ def test_bad_inputs_fail_with_one_line(tiny_checkpoint, tmp_path):
     assert "gave no frames" in run_fails([*weights, "--camera", str(broken)])
     assert "weights file not found" in run_fails(["--weights", str(tmp_path / "none.pth"), "--file", str(broken)])
     assert not (tmp_path / "out").exists()  # nothing written, not even the folder
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--kp-thresh", "nan"], "argument --kp-thresh: 'nan': expected a number (inf and -inf allowed, not nan)"),
+    (["--score-thresh", "2"], "argument --score-thresh: '2': expected a number from 0 to 1"),
+    (["--min-size", "100000"], "argument --min-size: '100000': expected an image side from 32 to 4096"),
+    (["--max-image-pixels", "-5"], "argument --max-image-pixels"),
+])
+def test_nonsense_flags_are_refused_by_argparse(tmp_path, capsys, flags, message):
+    assert message in flag_error(detect.main, ["--file", str(tmp_path), "--output", str(tmp_path / "out"), *flags],
+                                 capsys)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_hostile_files_fail_with_one_line_and_write_nothing(tiny_checkpoint, tmp_path):
+    weights = ["--weights", str(tiny_checkpoint), "--no-show", *FAST, "--output", str(tmp_path / "out")]
+    bomb = tmp_path / "bomb.png"
+    Image.new("1", (10000, 10000)).save(bomb)  # 12 KB, 100 million pixels: 1.2 GB decoded
+    assert f"image {bomb} is 10000x10000 pixels, over the limit of 89478485 pixels" in \
+        run_fails([*weights, "--file", str(bomb)])
+    url = "http://127.0.0.1:9/clip.mp4"  # nothing listens on the discard port
+    assert run_fails([*weights, "--file", url]) == \
+        f"error: cannot read {url}: unreachable, or not an image or video OpenCV can decode"
+    text = tmp_path / "weights.pth"
+    text.write_text("these are not weights\n")
+    message = run_fails(["--weights", str(text), "--file", str(bomb), "--no-show"])
+    assert message.startswith(f"error: cannot load {text}: not a PyTorch checkpoint (")
+    assert not (tmp_path / "out").exists()
+
+
+def test_truncated_jpeg_is_drawn_with_a_warning(sample_images, tiny_checkpoint, tmp_path, capsys):
+    data = sample_images[0].read_bytes()
+    cut = tmp_path / "cut.jpg"
+    cut.write_bytes(data[:len(data) // 2])
+    detect.main(["--weights", str(tiny_checkpoint), "--file", str(cut), "--output", str(tmp_path / "out"),
+                 "--no-show", *FAST])
+    assert f"warning: {cut} is a truncated JPEG" in capsys.readouterr().err
+    assert (tmp_path / "out" / "cut.jpg").is_file()
+    assert media.jpeg_truncated(str(cut)) and not media.jpeg_truncated(str(sample_images[0]))
+
+
+def test_same_stem_never_shares_an_output(sample_images, tiny_checkpoint, tmp_path, capsys):
+    """x.jpg and x.png of one folder once wrote one x.json over the other."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "x.jpg").write_bytes(sample_images[0].read_bytes())
+    Image.open(sample_images[1]).save(folder / "x.png")
+    out = tmp_path / "out"
+    detect.main(["--weights", str(tiny_checkpoint), "--file", str(folder), "--output", str(out), "--save-json",
+                 "--no-show", *FAST])
+    assert sorted(p.name for p in out.iterdir()) == ["x.jpg", "x.json", "x_png.json", "x_png.png"]
+    assert json.loads((out / "x.json").read_text())["source"] == str(folder / "x.jpg")
+    assert json.loads((out / "x_png.json").read_text())["source"] == str(folder / "x.png")
+    assert f"-> {out / 'x_png.png'}" in capsys.readouterr().out
 
 
 def test_cli_error_is_one_line_on_stderr(tiny_checkpoint, tmp_path):

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, help_text, one_line_error
+from conftest import REPO, flag_error, help_text, one_line_error
 
 import coco_eval
 
@@ -246,6 +246,10 @@ def test_results_without_keypoints_evaluate_boxes_only(script, coco_mini, tmp_pa
                  "'bbox' must be [x, y, width, height]", id="short-box"),
     pytest.param('[{"image_id": 139, "category_id": 1, "keypoints": [1, 2, 1], "score": 1}]',
                  "'keypoints' has 3 numbers", id="one-keypoint"),
+    # One number short once said "must be a flat list", which it is.
+    pytest.param(json.dumps([{"image_id": 139, "category_id": 1, "keypoints": [1] * 50, "score": 1}]),
+                 "'keypoints' has 50 numbers, expected 51 (x, y, v for each of the annotation file's 17 keypoints)",
+                 id="50-numbers"),
     pytest.param(json.dumps([{"image_id": 139, "category_id": 1, "bbox": [1, 2, 3, 4], "score": 1},
                              {"image_id": 139, "category_id": 1, "keypoints": [1, 2, 1] * 17, "score": 1}]),
                  "detection 1: has keypoints", id="mixed-fields"),
@@ -346,6 +350,28 @@ def test_garbage_weights_file(script, sample_root, tmp_path):
     garbage.write_bytes(b"this is not a checkpoint")
     error = run_fails(script, ["--weights", str(garbage), "--data-root", str(sample_root), "--device", "cpu"])
     assert "cannot load" in error and "garbage.pth" in error
+
+
+def test_checkpoint_that_could_run_code_is_refused_without_advice_to_allow_it(script, sample_root, tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("echo pwned",))
+
+    evil = tmp_path / "evil.pth"
+    torch.save({"model": Evil()}, evil)
+    error = run_fails(script, ["--weights", str(evil), "--data-root", str(sample_root), "--device", "cpu"])
+    assert error.startswith(f"error: refused {evil}: it holds Python objects that could run code when loaded")
+    assert "weights_only" not in error and "False" not in error
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--min-size", "100000"], "argument --min-size"),
+    (["--max-image-pixels", "0"], "argument --max-image-pixels"),
+    (["--limit", "0"], "argument --limit"),
+])
+def test_nonsense_flags_are_refused_by_argparse(script, tmp_path, capsys, flags, message):
+    assert message in flag_error(script.main, ["--data-root", str(tmp_path), *flags], capsys)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_missing_annotation_file(script, tmp_path):

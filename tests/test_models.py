@@ -58,9 +58,17 @@ def test_loader_refuses_pickled_code_and_garbage(tmp_path):
 
     torch.save({"model": Evil()}, tmp_path / "evil.pth", _use_new_zipfile_serialization=True)
     (tmp_path / "garbage.pth").write_bytes(b"not a checkpoint")
-    for name in ("evil.pth", "garbage.pth", "missing.pth"):
-        with pytest.raises(utils.UserError, match=name):
+    (tmp_path / "text.pth").write_text("hello, this is text\n")
+    for name in ("evil.pth", "garbage.pth", "missing.pth", "text.pth"):
+        with pytest.raises(utils.UserError, match=name) as error:
             models.load_checkpoint(tmp_path / name)
+        message = str(error.value)
+        assert "\n" not in message and "weights_only" not in message and "False" not in message, message
+    with pytest.raises(utils.UserError, match="could run code") as error:
+        models.load_checkpoint(tmp_path / "evil.pth")
+    # A text file once gave only torch's bare KeyError: '101'.
+    assert "not a PyTorch checkpoint (KeyError" in str(pytest.raises(utils.UserError, models.load_checkpoint,
+                                                                       tmp_path / "text.pth").value)
 
 
 def test_mismatched_weights_name_the_problem(tmp_path):
@@ -73,15 +81,22 @@ def test_mismatched_weights_name_the_problem(tmp_path):
         models.apply_state_dict(tiny_model(), state, "x.pth")
 
 
-def test_find_latest_weights_and_default_rule(tmp_path):
-    assert models.resolve_weights(None, tmp_path) == "coco"
-    (tmp_path / "last.pth").write_bytes(b"")
-    older, newer = tmp_path / "e1_b2_lr0.01_m0.9.pth", tmp_path / "e2_b2_lr0.01_m0.9.pth"
-    older.write_bytes(b"")
-    newer.write_bytes(b"")
-    os.utime(older, (1, 1))
-    assert models.resolve_weights(None, tmp_path) == str(newer)
-    assert models.resolve_weights("mine.pth", tmp_path) == "mine.pth"
+def test_final_weights_take_their_settings_from_the_log_beside_them(tmp_path):
+    """Final weights are a plain state_dict; the training size, head and any other model_config
+    key come from train.py's `{stem}.json` beside them, as for last.pth."""
+    model = tiny_model(min_size=[96, 128], max_size=192)
+    final = tmp_path / "e1_b2_lr0.01_m0.9.pth"
+    torch.save(model.state_dict(), final)
+    assert models.load_model(str(final))[1]["min_size"] == [800]  # no log: torchvision's test size
+    config = models.model_config("resnet18", min_size=[96, 128], max_size=192, frozen_bn=False,
+                                 keypoint_head=TINY_HEAD)
+    utils.write_json(final.with_suffix(".json"), {"args": {}, "model_config": {**config, "future_key": 1},
+                                                  "epochs": []})
+    assert models.load_weights(final)[1]["future_key"] == 1  # the whole model_config, read generically
+    used = models.load_model(str(final))[1]
+    assert (used["min_size"], used["max_size"], used["keypoint_head"]) == ([128], 192, TINY_HEAD)
+    final.with_suffix(".json").write_text("{broken")  # a log that is not ours never stops a load
+    assert models.load_model(str(final))[1]["min_size"] == [800]
 
 
 @pytest.mark.parametrize("backbone", ["resnet18", "mobilenet_v3_large"])
@@ -137,6 +152,10 @@ def test_offline_weights_download_gives_one_line_error(monkeypatch, tmp_path):
             models.build_model(backbone, weights)
         message = str(error.value)
         assert "\n" not in message and "--weights" in message
+    # test.py and detect.py refuse --weights none: their advice must not offer it.
+    with pytest.raises(models.WeightsError) as error:
+        models.load_model("coco")
+    assert "--weights PATH" in str(error.value) and "none" not in str(error.value)
 
 
 def test_coco_weights_only_for_resnet50():

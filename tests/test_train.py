@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -24,6 +25,8 @@ import models
 import train
 import utils
 from conftest import REPO, flag_error, one_line_error
+from sample_data import make_sample_dataset
+from utils import coco_paths
 TINY = ["--device", "cpu", "--backbone", "resnet18", "--weights", "none", "--min-size", "128", "--max-size", "192",
         "--keypoint-head", "64x2", "--box-batch-size-per-image", "64", "--workers", "0"]
 
@@ -59,7 +62,7 @@ def test_defaults_are_the_documented_recipe():
     args = train.parse_args([])
     assert (args.lr, args.momentum, args.weight_decay, args.batch_size, args.epochs) == (0.02, 0.9, 1e-4, 8, 42)
     assert (args.milestones, args.gamma, args.warmup_iters) == ([36, 43], 0.1, 1000)
-    assert (args.data_root, args.output_dir, args.device, args.backbone) == ("coco", ".", "auto", "resnet50")
+    assert (args.data_root, args.output_dir, args.device, args.backbone) == ("coco", None, "auto", "resnet50")
     assert args.min_size == list(models.DEFAULT_MIN_SIZE) and args.keypoint_head == [512] * 8
     assert args.resume is None and train.parse_args(["--resume"]).resume == ""
     assert train.parse_args(["--resume", "x/last.pth"]).resume == "x/last.pth"
@@ -80,7 +83,8 @@ def test_lr_schedule_warmup_then_milestones():
 
 
 @pytest.mark.parametrize("flags, message", [
-    (["--data-root", "{tmp}/missing"], "not found"),
+    (["--data-root", "{tmp}/missing"], "not found; get COCO with `python dataset.py --download coco`, or make a "
+                                       "sample set with `python dataset.py --sample sample`"),
     (["--resume"], "--resume: no checkpoint at"),
     (["--backbone", "resnet18", "--weights", "coco"], "--weights coco exists only for --backbone resnet50"),
 ])
@@ -99,6 +103,7 @@ def test_bad_input_is_one_line(sample_root, tmp_path, flags, message):
     (["--gamma", "0"], "argument --gamma"),
     (["--milestones", "-3"], "argument --milestones"),
     (["--min-size", "100000"], "argument --min-size"),
+    (["--max-image-pixels", "0"], "argument --max-image-pixels"),
 ])
 def test_nonsense_flags_are_refused_by_argparse(tmp_path, capsys, flags, message):
     error = flag_error(train.main, ["--data-root", str(tmp_path), "--output-dir", str(tmp_path), *flags], capsys)
@@ -151,6 +156,8 @@ def test_full_checkpoints_log_and_evaluation(reference_run, capsys):
     assert [h["epoch"] for h in log["epochs"]] == [1, 2] and log["model_config"] == last["model_config"]
     assert (reference_run / "e2_b2_lr0.01_m0.9.png").stat().st_size > 1000
     assert (reference_run / "e2_b2_lr0.01_m0.9.pth").is_file()
+    # The final weights are a plain state_dict; their training size comes from the log beside them.
+    assert models.load_model(str(reference_run / "e2_b2_lr0.01_m0.9.pth"))[1]["min_size"] == [128]
 
 
 @pytest.mark.slow
@@ -318,3 +325,58 @@ def test_overfit_two_real_images_keypoint_ap_far_above_untrained(coco_mini, tmp_
               f"(untrained {untrained['bbox']['AP']:.3f}); loss {history[0]['train_loss']:.2f} -> "
               f"{history[-1]['train_loss']:.2f}")
     assert trained["keypoints"]["AP"] > max(untrained["keypoints"]["AP"], 0.0) + 0.4
+
+
+# --------------------------------------------------------------------------------------
+# Never lose work: run folders, bad data mid-run, stale temp files
+# --------------------------------------------------------------------------------------
+def test_instances_file_says_it_has_no_person_keypoints(tmp_path):
+    root = make_sample_dataset(tmp_path / "data", images=2, val_images=1)
+    ann_file = coco_paths(root, "train")[1]
+    data = json.loads(ann_file.read_text())
+    for ann in data["annotations"]:  # what instances_train2017.json holds: boxes, no keypoints
+        del ann["keypoints"], ann["num_keypoints"]
+    ann_file.write_text(json.dumps(data))
+    message = one_line_error(train.main, [*TINY, "--data-root", str(root), "--output-dir", str(tmp_path / "run")])
+    assert message == f"error: {ann_file} has no person keypoints to train on (a COCO instances file? Keypoint " \
+                      "R-CNN needs person_keypoints_*.json)"
+
+
+def small_run(root: Path, *extra: str) -> list[str]:
+    """One epoch of 2 steps of 1 image."""
+    return [*TINY, "--data-root", str(root), "--epochs", "1", "-b", "1", "--lr", "0.01", "--limit", "2",
+            "--warmup-iters", "1", "--eval-every", "0", "--aspect-ratio-group-factor", "-1", *extra]
+
+
+def test_bad_training_image_saves_the_run_and_resume_finds_it(tmp_path, monkeypatch, capsys):
+    """A damaged image mid-epoch: what was trained is saved in the new run folder, the message
+    names the file and the resume command; after the fix `--resume` alone finds that run, first
+    removing the temp file a SIGKILL during a save left."""
+    root = make_sample_dataset(tmp_path / "data", images=2, val_images=1)
+    monkeypatch.chdir(tmp_path)
+    bad = sorted((root / "train2017").glob("*.jpg"))[1]
+    good = bad.read_bytes()
+    bad.write_bytes(good[:200])  # the header survives, the image data does not
+    message = one_line_error(train.main, small_run(root, "--val-limit", "0"))
+    last = Path("runs/train/exp/last.pth")
+    assert re.search(rf"{bad.name}.*; saved {last} at epoch 1, iteration [01]/2: fix or replace the file, then "
+                     rf"continue with: python train.py --resume {last}$", message), message
+    assert models.load_checkpoint(last)["epoch"] == 0
+    bad.write_bytes(good)
+    stale = last.with_name("last.pth.tmpk1ll3d00")
+    stale.write_bytes(b"half a checkpoint")
+    final = train.main(["--resume"])
+    assert final == Path("runs/train/exp/e1_b1_lr0.01_m0.9.pth") and final.is_file()
+    out = capsys.readouterr().out
+    assert f"removed 1 unfinished temp file(s) of an earlier crash in runs/train/exp: {stale.name}" in out
+    assert not stale.exists()
+
+
+def test_bad_validation_image_keeps_the_trained_epoch(tmp_path):
+    root = make_sample_dataset(tmp_path / "data", images=2, val_images=1)
+    bad = next((root / "val2017").glob("*.jpg"))
+    bad.write_bytes(b"not an image")
+    out = tmp_path / "run"
+    message = one_line_error(train.main, small_run(root, "--output-dir", str(out), "--val-limit", "1"))
+    assert bad.name in message and f"saved {out / 'last.pth'} at the end of epoch 1" in message
+    assert models.load_checkpoint(out / "last.pth")["epoch"] == 1

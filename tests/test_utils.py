@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 
 import pytest
 import torch
@@ -100,9 +101,6 @@ def test_keypoint_head_flag():
         with pytest.raises(Exception):
             utils.keypoint_head_arg(bad)
 
-
-
-
 @pytest.mark.parametrize("parse, good, bad", [
     (utils.positive_int, {"1": 1, "42": 42}, ["0", "-1", "1.5", "x", ""]),
     (utils.nonnegative_int, {"0": 0, "3": 3}, ["-1", "nan"]),
@@ -120,3 +118,49 @@ def test_argparse_types_accept_good_and_refuse_bad_values(parse, good, bad):
     for text in bad:
         with pytest.raises(argparse.ArgumentTypeError, match=repr(text).replace("-", "\\-").replace(".", "\\.")):
             parse(text)
+
+
+# --- hostile input: flags, temp files, folders, huge images ------------------------------
+def test_url_type():
+    assert utils.url("http://images.cocodataset.org") == "http://images.cocodataset.org"
+    assert utils.url("https://mirror.example/coco/") == "https://mirror.example/coco/"
+    for bad in ("foo", "images.cocodataset.org", "file:///etc", "http://", "/tmp/coco"):
+        with pytest.raises(argparse.ArgumentTypeError, match="expected a URL"):
+            utils.url(bad)
+
+
+def test_stale_temp_files_of_ours_are_removed_and_nothing_else(tmp_path):
+    ours = [tmp_path / "last.pth.tmpab12_x9z", tmp_path / "e2_b2_lr0.01_m0.9.json.tmp0000abcd"]
+    theirs = [tmp_path / "notes.txt.tmpab12_x9z", tmp_path / "last.pth.tmp", tmp_path / "last.pth.tmpTOOLONG123",
+              tmp_path / "last.pth", tmp_path / "sub" / "last.pth.tmpab12_x9z"]
+    (tmp_path / "sub").mkdir()
+    for path in ours + theirs:
+        path.write_bytes(b"x")
+    names = re.compile(r"last\.pth|e\d+_b\d+_lr[^_]+_m[^_]+\.(pth|json|png)")
+    assert utils.remove_stale_temp_files(tmp_path, names) == sorted(ours)
+    assert all(p.exists() for p in theirs) and not any(p.exists() for p in ours)
+    assert utils.remove_stale_temp_files(tmp_path / "missing", names) == []
+
+
+def test_check_writable_folder(tmp_path):
+    assert utils.check_writable_folder(tmp_path / "a" / "b", "--output-dir") == tmp_path / "a" / "b"
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(utils.UserError, match="is a file, not a folder"):
+        utils.check_writable_folder(tmp_path / "file", "--output-dir")
+    with pytest.raises(utils.UserError, match="cannot write there"):
+        utils.check_writable_folder("/proc/i13", "--output-dir")
+
+
+def test_check_image_pixels_reads_the_header_only(tmp_path):
+    from PIL import Image
+
+    bomb = tmp_path / "bomb.png"
+    Image.new("1", (10000, 10000)).save(bomb)  # 12 KB on disk, 100 million pixels
+    assert bomb.stat().st_size < 50_000
+    with pytest.raises(utils.DatasetError, match="bomb.png is 10000x10000 pixels, over the limit of 89478485"):
+        utils.check_image_pixels(bomb, bomb)
+    utils.check_image_pixels(bomb, bomb, limit=10**8)
+    with pytest.raises(utils.DatasetError, match="over the limit of 99"):
+        utils.check_image_pixels(bomb, bomb, limit=99)
+    (tmp_path / "text.png").write_text("not an image")  # the decoders decide about these
+    utils.check_image_pixels(tmp_path / "text.png", "text.png", limit=1)
