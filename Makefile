@@ -29,7 +29,8 @@ test: $(STAMP)
 # A ResNet-18 FPN with a light keypoint head, from scratch (no pretrained weights needed),
 # at 192 px: about 260 SGD steps, a few minutes on 2 CPU cores. It finds the sample people;
 # real skeletons need the COCO recipe (see README, Training).
-DEMO_TRAIN = --data-root $(DEMO_DATA) --output-dir $(DEMO_OUT) --device cpu --backbone resnet18 \
+# --exist-ok: `make demo` again replaces the previous demo run in $(DEMO_OUT) (train.py refuses by default).
+DEMO_TRAIN = --data-root $(DEMO_DATA) --output-dir $(DEMO_OUT) --exist-ok --device cpu --backbone resnet18 \
 	--weights none --min-size 192 --max-size 288 --keypoint-head 128x4 --box-batch-size-per-image 32 \
 	-b 2 --lr 0.01 --epochs 4 --milestones 3 --warmup-iters 50 --eval-every 4 --val-limit 16 -j 2
 

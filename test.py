@@ -6,7 +6,7 @@ ones pycocotools computes for the same detections: `--results FILE` re-evaluates
 results file (ours or anyone's) without a model and gives the same tables.
 
 Usage:
-    python test.py                                    # newest e*_b*_lr*_m*.pth here, else torchvision's COCO weights
+    python test.py                                    # newest e*_b*_lr*_m*.pth here or in runs/train/*/, else COCO weights
     python test.py --weights e42_b8_lr0.02_m0.9.pth   # our checkpoint or a raw torchvision state_dict
     python test.py --weights coco --data-root /data/coco --batch-size 4 --amp
     python test.py --ann-file my/annotations.json --images my/images --weights best.pth
