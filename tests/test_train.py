@@ -377,6 +377,7 @@ def test_bad_validation_image_keeps_the_trained_epoch(tmp_path):
     bad = next((root / "val2017").glob("*.jpg"))
     bad.write_bytes(b"not an image")
     out = tmp_path / "run"
-    message = one_line_error(train.main, small_run(root, "--output-dir", str(out), "--val-limit", "1", "--limit", "1"))
+    message = one_line_error(train.main, small_run(root, "--output-dir", str(out), "--val-limit", "1",
+                                                   "--limit", "1"))
     assert bad.name in message and f"saved {out / 'last.pth'} at the end of epoch 1" in message
     assert models.load_checkpoint(out / "last.pth")["epoch"] == 1
