@@ -3,6 +3,7 @@ entries, and pycocotools' COCOeval for `bbox` and `keypoints` with its standard 
 """
 from __future__ import annotations
 
+import argparse
 import contextlib
 import copy
 import io
@@ -12,18 +13,67 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from pycocotools.coco import COCO
-from pycocotools.cocoeval import COCOeval
+from pycocotools.cocoeval import COCOeval, Params
 from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
 from dataset import collate_fn
-from utils import UserError, all_gather_objects
+from keypoints import COCO17, KeypointSet, keypoint_set_of
+from utils import UserError, all_gather_objects, oks_sigmas_arg
 
 # COCOeval's `stats`, in order.
 BBOX_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
 
 
 KEYPOINT_METRICS = ("AP", "AP50", "AP75", "APm", "APl", "AR", "AR50", "AR75", "ARm", "ARl")
+
+
+# pycocotools' per-joint OKS sigmas of COCO's 17 person keypoints, from pycocotools itself.
+COCO_OKS_SIGMAS: dict[str, float] = dict(zip(COCO17.names, Params(iouType="keypoints").kpt_oks_sigmas.tolist()))
+
+
+# Joints of other sets that COCO does not name get this sigma when --oks-sigmas is not given:
+# between COCO's face (0.025-0.035) and limb (0.062-0.107) sigmas, so a stated middle value.
+DEFAULT_OKS_SIGMA = 0.05
+
+
+def add_oks_sigmas_flag(group: argparse._ArgumentGroup) -> None:
+    """--oks-sigmas, for test.py and train.py's evaluation alike."""
+    group.add_argument("--oks-sigmas", type=oks_sigmas_arg, default=None, metavar="SIGMAS",
+                       help="per-keypoint OKS sigmas of the keypoint AP, in keypoint order: numbers (0.026,0.025,...) "
+                            "or a JSON file (a list, or {name: sigma}); default: pycocotools' for COCO's 17, for "
+                            f"another set COCO's where a name is COCO's, else {DEFAULT_OKS_SIGMA}, with a warning")
+
+
+def oks_sigmas(keypoint_set: KeypointSet, given: list[float] | dict[str, float] | None = None,
+               verbose: bool = True) -> tuple[list[float], str]:
+    """(per-keypoint OKS sigmas, where they come from) for evaluating `keypoint_set`.
+
+    COCO's 17: pycocotools' own. Any other set: `given` (--oks-sigmas: a list in keypoint order,
+    or {name: sigma}); else COCO's sigma for each joint named as in COCO and DEFAULT_OKS_SIGMA
+    for the rest, with a printed warning, since keypoint AP depends on them.
+    """
+    if given is None and keypoint_set == COCO17:
+        return list(COCO_OKS_SIGMAS.values()), "pycocotools (COCO's 17 person keypoints)"
+    if isinstance(given, dict):
+        missing = [n for n in keypoint_set.names if n not in given]
+        if missing:
+            raise UserError(f"--oks-sigmas has no sigma for keypoint {missing[0]!r} "
+                            f"({len(missing)} of {keypoint_set.num} missing)")
+        return [given[n] for n in keypoint_set.names], "--oks-sigmas"
+    if given is not None:
+        if len(given) != keypoint_set.num:
+            raise UserError(f"--oks-sigmas gives {len(given)} sigmas for {keypoint_set.describe()}")
+        return list(given), "--oks-sigmas"
+    sigmas = [COCO_OKS_SIGMAS.get(n, DEFAULT_OKS_SIGMA) for n in keypoint_set.names]
+    from_coco = sum(n in COCO_OKS_SIGMAS for n in keypoint_set.names)
+    others = keypoint_set.num - from_coco
+    used = ("COCO's, by name" if not others else f"{DEFAULT_OKS_SIGMA} for each" if not from_coco
+            else f"COCO's for the {from_coco} named as in COCO, {DEFAULT_OKS_SIGMA} for the other {others}")
+    if verbose:
+        print(f"warning: no OKS sigmas given for {keypoint_set.describe()}: using {used}; keypoint AP depends "
+              "on them, give the set's own with --oks-sigmas")
+    return sigmas, f"default (COCO's where the name is COCO's, else {DEFAULT_OKS_SIGMA})"
 
 
 def outputs_to_coco_results(outputs: Iterable[dict[str, torch.Tensor]], image_ids: Iterable[int],
@@ -55,7 +105,7 @@ def outputs_to_coco_results(outputs: Iterable[dict[str, torch.Tensor]], image_id
 
 @torch.inference_mode()
 def predict(model: torch.nn.Module, loader: Iterable, device: torch.device, amp: bool = False,
-            progress: bool = True, desc: str = "predict") -> tuple[list[dict[str, Any]], list[int]]:
+            progress: bool = True, desc: str = "predict", category_id: int = 1) -> tuple[list[dict[str, Any]], list[int]]:
     """Run `model` over a loader of (images, targets) batches.
 
     Returns (COCO results entries, the image ids seen), so that evaluation restricted to
@@ -70,16 +120,19 @@ def predict(model: torch.nn.Module, loader: Iterable, device: torch.device, amp:
         with autocast:
             outputs = model(images)
         ids = [int(t["image_id"]) for t in targets]
-        results.extend(outputs_to_coco_results(outputs, ids))
+        results.extend(outputs_to_coco_results(outputs, ids, category_id))
         image_ids.extend(ids)
     return results, image_ids
 
 
 def coco_evaluate(coco_gt, results: list[dict[str, Any]], image_ids: Iterable[int] | None = None,
-                  iou_types: Sequence[str] = ("bbox", "keypoints"), verbose: bool = True) -> dict[str, dict[str, float]]:
+                  iou_types: Sequence[str] = ("bbox", "keypoints"), verbose: bool = True,
+                  sigmas: list[float] | dict[str, float] | None = None) -> dict[str, Any]:
     """COCOeval for each iou type; prints the standard tables when verbose.
 
-    Returns {"bbox": {"AP": ..., ...}, "keypoints": {...}} with COCOeval's stats in order:
+    Returns {"bbox": {"AP": ..., ...}, "keypoints": {...}} with COCOeval's stats in order, and
+    when keypoints were evaluated "oks_sigmas": {"source": ..., "sigmas": {name: sigma}}, the
+    sigmas COCOeval used (`oks_sigmas` of the file's keypoint set and `sigmas`, --oks-sigmas):
     exactly what pycocotools computes for these detections (loaded once with `loadRes`, one
     COCOeval per iou type). `image_ids` restricts evaluation to those images (a --limit
     subset); default: every image of `coco_gt`. Where pycocotools itself would crash:
@@ -120,7 +173,7 @@ def coco_evaluate(coco_gt, results: list[dict[str, Any]], image_ids: Iterable[in
     if not results and img_ids and verbose:
         print("no detections: every person in the ground truth counts as missed")
 
-    metrics: dict[str, dict[str, float]] = {}
+    metrics: dict[str, Any] = {}
     for iou_type in iou_types:
         reason = skip_reason(iou_type, img_ids, results, gt_anns)
         if reason:
@@ -130,9 +183,8 @@ def coco_evaluate(coco_gt, results: list[dict[str, Any]], image_ids: Iterable[in
             continue
         evaluator = COCOeval(coco_gt, coco_dt, iou_type)
         evaluator.params.imgIds = img_ids
-        if iou_type == "keypoints" and gt_keypoints and gt_keypoints // 3 != len(evaluator.params.kpt_oks_sigmas):
-            # Custom skeletons have no published per-joint sigmas; use a uniform middle value.
-            evaluator.params.kpt_oks_sigmas = np.full(gt_keypoints // 3, 0.05)
+        if iou_type == "keypoints":
+            sigma_record = set_oks_sigmas(evaluator, coco_gt, sigmas, verbose)
         with contextlib.redirect_stdout(io.StringIO()):
             evaluator.evaluate()
             evaluator.accumulate()
@@ -143,7 +195,19 @@ def coco_evaluate(coco_gt, results: list[dict[str, Any]], image_ids: Iterable[in
             with contextlib.redirect_stdout(io.StringIO()):
                 evaluator.summarize()
         metrics[iou_type] = {name: float(v) for name, v in zip(names[iou_type], evaluator.stats)}
+        if iou_type == "keypoints":
+            metrics["oks_sigmas"] = sigma_record
     return metrics
+
+
+def set_oks_sigmas(evaluator: COCOeval, coco_gt, sigmas: list[float] | dict[str, float] | None,
+                   verbose: bool) -> dict[str, Any]:
+    """Give COCOeval, through its params, the OKS sigmas of the ground truth's keypoint set;
+    returns the record for the metrics: {"source": ..., "sigmas": {name: sigma}}."""
+    keypoint_set = keypoint_set_of(coco_gt.dataset, "the annotation file")[0]
+    used, source = oks_sigmas(keypoint_set, sigmas, verbose)
+    evaluator.params.kpt_oks_sigmas = np.array(used)
+    return {"source": source, "sigmas": dict(zip(keypoint_set.names, used))}
 
 
 def skip_reason(iou_type: str, img_ids: list[int], results: list[dict[str, Any]], gt_anns: list[dict]) -> str | None:
@@ -172,8 +236,8 @@ def _batch_shard(length: int, batch_size: int, rank: int, world_size: int) -> li
 
 
 def evaluate_dataset(model: torch.nn.Module, dataset, device: torch.device, batch_size: int = 2,
-                     workers: int = 2, amp: bool = False, verbose: bool = True,
-                     desc: str = "eval") -> tuple[dict[str, dict[str, float]], list[dict[str, Any]]]:
+                     workers: int = 2, amp: bool = False, verbose: bool = True, desc: str = "eval",
+                     sigmas: list[float] | dict[str, float] | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Predict over `dataset` (a CocoKeypoints or a Subset of one) and run COCOeval.
 
     Under torchrun every rank predicts its own shard and rank 0 merges and evaluates; other
@@ -187,7 +251,8 @@ def evaluate_dataset(model: torch.nn.Module, dataset, device: torch.device, batc
     shard = Subset(dataset, _batch_shard(len(dataset), batch_size, rank, world)) if world > 1 else dataset
     loader = DataLoader(shard, batch_size=batch_size, shuffle=False, num_workers=workers,
                         collate_fn=collate_fn, pin_memory=device.type == "cuda")
-    results, image_ids = predict(model, loader, device, amp=amp, progress=verbose and rank == 0, desc=desc)
+    results, image_ids = predict(model, loader, device, amp=amp, progress=verbose and rank == 0, desc=desc,
+                                 category_id=base.category_id)
     gathered = all_gather_objects((results, image_ids))
     if rank != 0:
         return {}, []
@@ -195,7 +260,7 @@ def evaluate_dataset(model: torch.nn.Module, dataset, device: torch.device, batc
                 for index, image_id in zip(_batch_shard(len(dataset), batch_size, r, world), ids)}
     image_ids = sorted(position, key=position.__getitem__)
     results = sorted((x for part, _ in gathered for x in part), key=lambda x: position[x["image_id"]])  # stable
-    return coco_evaluate(base.coco, results, image_ids, verbose=verbose), results
+    return coco_evaluate(base.coco, results, image_ids, verbose=verbose, sigmas=sigmas), results
 
 
 def format_metrics_line(metrics: dict[str, dict[str, float]]) -> str:

@@ -52,9 +52,10 @@ except ImportError:  # a torchvision without image decoders: PIL does it all
     decode_image = ImageReadMode = None
 
 from download import COCO_URL_BASE, DOWNLOAD_SPLITS, URL_BASE_ENV, download_coco
+from keypoints import COCO17, SAMPLE_SETS, KeypointSet, keypoint_category, keypoint_set_of
 from sample_data import is_sample_dataset, make_sample_dataset
-from utils import (DEFAULT_MAX_IMAGE_PIXELS, KEYPOINT_FLIP_INDEX, NUM_KEYPOINTS, PERSON_ID, SPLITS, DatasetError,
-                   check_image_pixels, cli_errors, coco_paths, is_number, nonnegative_int, positive_int, url)
+from utils import (DEFAULT_MAX_IMAGE_PIXELS, SPLITS, DatasetError, UserError, check_image_pixels, cli_errors,
+                   coco_paths, is_number, nonnegative_int, positive_int, url)
 
 
 Target = dict[str, Any]
@@ -156,9 +157,18 @@ def _check_coco_json(data: Any, ann_file: str | os.PathLike) -> None:
         if kps is not None and not (isinstance(kps, list) and all(map(is_number, kps))):
             raise DatasetError(f"annotation file {ann_file}: annotation {ann.get('id')} has keypoints that are not "
                                f"a list of numbers: {kps!r:.60}")
-        if kps is not None and len(kps) != 3 * NUM_KEYPOINTS:
+    try:
+        keypoint_set, _ = keypoint_set_of(data, f"annotation file {ann_file}")
+    except UserError as e:
+        raise DatasetError(str(e)) from None
+    expected = 3 * keypoint_set.num
+    for ann in data["annotations"]:
+        kps = ann.get("keypoints")
+        if kps is not None and len(kps) != expected:
+            hint = "" if keypoint_category(data, str(ann_file)) else \
+                "; no category names its keypoints (COCO's format: the category's 'keypoints' list)"
             raise DatasetError(f"annotation file {ann_file}: annotation {ann.get('id')} has {len(kps)} "
-                               f"keypoint values, expected {3 * NUM_KEYPOINTS}")
+                               f"keypoint values, expected {expected} ({keypoint_set.describe()}){hint}")
 
 
 def has_person_keypoints(coco: COCO) -> bool:
@@ -191,20 +201,20 @@ def _clip_box(box: Sequence[float], width: int, height: int) -> list[float]:
 
 
 def annotations_to_target(anns: Sequence[dict], image_id: int, width: int | None = None,
-                          height: int | None = None) -> Target:
+                          height: int | None = None, num_keypoints: int = COCO17.num) -> Target:
     """COCO annotations of one image -> a torchvision detection target.
 
     Boxes go from COCO's xywh to x1y1x2y2; they are clipped to the image only when width and
-    height are given (training). Annotations without keypoints get (17, 3) zeros.
+    height are given (training). Annotations without keypoints get (K, 3) zeros.
     """
     boxes = [_xywh_to_xyxy(a["bbox"]) for a in anns]
     if width is not None and height is not None:
         boxes = [_clip_box(b, width, height) for b in boxes]
-    keypoints = [a.get("keypoints") or [0] * (3 * NUM_KEYPOINTS) for a in anns]
+    keypoints = [a.get("keypoints") or [0] * (3 * num_keypoints) for a in anns]
     target = {
         "boxes": torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
         "labels": torch.ones(len(anns), dtype=torch.int64),
-        "keypoints": torch.tensor(keypoints, dtype=torch.float32).reshape(-1, NUM_KEYPOINTS, 3),
+        "keypoints": torch.tensor(keypoints, dtype=torch.float32).reshape(-1, num_keypoints, 3),
         "image_id": int(image_id),
         "area": torch.tensor([float(a.get("area", 0.0)) for a in anns], dtype=torch.float32),
         "iscrowd": torch.tensor([int(a.get("iscrowd", 0)) for a in anns], dtype=torch.int64),
@@ -223,8 +233,10 @@ class CocoKeypoints(torch.utils.data.Dataset):
     """COCO person keypoints as `(image, target)` pairs for torchvision's Keypoint R-CNN.
 
     image: float32 3xHxW in [0, 1]. target: `boxes` (N, 4) float32 x1y1x2y2 pixels, `labels` (N,)
-    int64 (all 1), `keypoints` (N, 17, 3) float32 (x, y, visibility), `image_id` a plain Python
+    int64 (all 1), `keypoints` (N, K, 3) float32 (x, y, visibility), `image_id` a plain Python
     int (torchvision ignores it; COCOeval wants the int), `area` (N,) float32, `iscrowd` (N,) int64.
+    K and the names come from the file's keypoint category (`keypoint_set`; COCO's 17 when no
+    category names keypoints), and only that category's annotations are used (`category_id`).
 
     train=True drops crowds, boxes under 1 px and persons with fewer than `min_keypoints`
     labelled keypoints, clips boxes to the image, and skips images left without a person.
@@ -244,12 +256,13 @@ class CocoKeypoints(torch.utils.data.Dataset):
         self.min_keypoints = min_keypoints
         self.max_image_pixels = max_image_pixels
         self.coco = load_coco(ann_file)
+        self.keypoint_set, self.category_id = keypoint_set_of(self.coco.dataset, f"annotation file {ann_file}")
         _check_image_dir(self.image_dir, self.ann_file, [img["file_name"] for img in self.coco.dataset["images"]])
 
         self._anns: dict[int, list[dict]] = {}
         for image_id in sorted(self.coco.imgs):
             info = self.coco.imgs[image_id]
-            anns = [a for a in self.coco.imgToAnns.get(image_id, []) if a.get("category_id") == PERSON_ID]
+            anns = [a for a in self.coco.imgToAnns.get(image_id, []) if a.get("category_id") == self.category_id]
             if train:
                 anns = [a for a in anns if keep_for_training(a, info["width"], info["height"], min_keypoints)]
                 if not anns:
@@ -270,8 +283,9 @@ class CocoKeypoints(torch.utils.data.Dataset):
         image_id = self.ids[idx]
         info = self.coco.imgs[image_id]
         if self.train:
-            return annotations_to_target(self._anns[image_id], image_id, info["width"], info["height"])
-        return annotations_to_target(self._anns[image_id], image_id)
+            return annotations_to_target(self._anns[image_id], image_id, info["width"], info["height"],
+                                         self.keypoint_set.num)
+        return annotations_to_target(self._anns[image_id], image_id, num_keypoints=self.keypoint_set.num)
 
     def __getitem__(self, idx: int) -> tuple[torch.Tensor, Target]:
         info = self.coco.imgs[self.ids[idx]]
@@ -311,14 +325,16 @@ def flip_boxes(boxes: torch.Tensor, width: float) -> torch.Tensor:
     return torch.stack([width - boxes[:, 2], boxes[:, 1], width - boxes[:, 0], boxes[:, 3]], dim=1)
 
 
-def flip_keypoints(keypoints: torch.Tensor, width: float) -> torch.Tensor:
-    """Mirror (N, 17, 3) keypoints: x -> width - x and swap left/right joints.
+def flip_keypoints(keypoints: torch.Tensor, width: float, flip_index: Sequence[int] = COCO17.flip_index) -> torch.Tensor:
+    """Mirror (N, K, 3) keypoints: x -> width - x and swap left/right joints by `flip_index`
+    (a joint whose index is -1 has no partner and is unlabelled after the flip).
 
     COCO coordinates are continuous (the image spans [0, width]), so the mirror of x is
     width - x, and mirroring twice gives x back (exactly for COCO's integer keypoints).
     """
-    flipped = keypoints[:, list(KEYPOINT_FLIP_INDEX)].clone()
+    flipped = keypoints[:, [max(i, 0) for i in flip_index]].clone()
     flipped[..., 0] = width - flipped[..., 0]
+    flipped[:, [j for j, i in enumerate(flip_index) if i < 0]] = 0
     return zero_invisible_keypoints(flipped)
 
 
@@ -336,10 +352,11 @@ class Compose:
 
 
 class RandomHorizontalFlip:
-    """Flip image, boxes and keypoints (left/right joints swapped) with probability `p`."""
+    """Flip image, boxes and keypoints (left/right joints swapped by `flip_index`) with probability `p`."""
 
-    def __init__(self, p: float = 0.5) -> None:
+    def __init__(self, p: float = 0.5, flip_index: Sequence[int] = COCO17.flip_index) -> None:
         self.p = p
+        self.flip_index = tuple(flip_index)
 
     def __call__(self, image: torch.Tensor, target: Target) -> tuple[torch.Tensor, Target]:
         # torch's RNG, not numpy's: DataLoader seeds it differently in every worker.
@@ -348,7 +365,7 @@ class RandomHorizontalFlip:
         width = image.shape[-1]
         target = dict(target)
         target["boxes"] = flip_boxes(target["boxes"], width)
-        target["keypoints"] = flip_keypoints(target["keypoints"], width)
+        target["keypoints"] = flip_keypoints(target["keypoints"], width, self.flip_index)
         return image.flip(-1), target
 
     def __repr__(self) -> str:
@@ -369,13 +386,14 @@ class ColorJitter:
         return repr(self.jitter)
 
 
-def get_transforms(train: bool, flip_prob: float = 0.5, jitter: bool = False) -> Compose:
+def get_transforms(train: bool, flip_prob: float = 0.5, jitter: bool = False,
+                   keypoint_set: KeypointSet = COCO17) -> Compose:
     """Training: random flip (and optional colour jitter). Evaluation: nothing."""
     if not train:
         return Compose([])
     transforms: list[Transform] = []
     if flip_prob > 0:
-        transforms.append(RandomHorizontalFlip(flip_prob))
+        transforms.append(RandomHorizontalFlip(flip_prob, keypoint_set.flip_index))
     if jitter:
         transforms.append(ColorJitter())
     return Compose(transforms)
@@ -464,6 +482,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--val-images", type=positive_int, default=None, metavar="N",
                         help="validation images for --sample (default max(8, images // 5))")
     parser.add_argument("--seed", type=nonnegative_int, default=0, metavar="S", help="random seed for --sample (default 0)")
+    parser.add_argument("--keypoints", choices=sorted(SAMPLE_SETS), default="coco",
+                        help="keypoint set --sample annotates: coco (COCO's 17) or coco13 (without eyes and ears, "
+                             "an example of your own set) (default coco)")
     action.add_argument("--download", choices=("coco",),
                         help="download COCO 2017 from the official server and unpack it into --root "
                              "(resumes after a cut; running it again skips what is done)")
@@ -502,7 +523,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         with cli_errors():
             check_sample_target(args.sample, args.force)
         try:
-            root = make_sample_dataset(args.sample, images=args.images, seed=args.seed, val_images=args.val_images)
+            root = make_sample_dataset(args.sample, images=args.images, seed=args.seed, val_images=args.val_images,
+                                       keypoint_set=SAMPLE_SETS[args.keypoints])
         except OSError as e:
             raise SystemExit(f"error: cannot write the sample dataset to {args.sample}: {e.strerror or e}") from None
         counts = []

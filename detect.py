@@ -22,9 +22,11 @@ Usage:
 
 JSON (`--save-json`), per image: {"source", "width", "height", "persons": [person, ...]}; per
 video or stream: {"source", "width", "height", "fps", "frames": [{"frame", "persons"}, ...]}
-(live frames also have "time" in seconds); a person is {"bbox": [x, y, w, h], "score",
-"keypoints": 17 x [x, y, v], "keypoint_scores": 17 numbers} with v = 1 where the keypoint's
-score passes --kp-thresh (the keypoints drawn), else 0.
+(live frames also have "time" in seconds), and "keypoint_names", the model's keypoint set; a
+person is {"bbox": [x, y, w, h], "score", "keypoints": K x [x, y, v], "keypoint_scores": K numbers}
+with v = 1 where the keypoint's score passes --kp-thresh (the keypoints drawn), else 0. K and the
+skeleton drawn are the model's keypoint set, as recorded in its checkpoint (COCO's 17 for
+torchvision's weights).
 """
 from __future__ import annotations
 
@@ -40,6 +42,7 @@ import torch
 from tqdm import tqdm
 
 import draw
+import keypoints
 import models
 import runs
 import utils
@@ -51,7 +54,8 @@ DEFAULT_OUTPUT = "runs/detect"
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        description="Draw every person's skeleton (17 COCO keypoints) on a webcam, a stream, images or videos.",
+        description="Draw every person's skeleton (COCO's 17 keypoints, or the model's own set) on a webcam, "
+                    "a stream, images or videos.",
         formatter_class=utils.HelpFormatter,
         epilog="Exit status: 0 on success, 1 with a one-line error for bad input (missing or unreadable "
                "file, empty folder, video without frames, camera that cannot be opened, bad weights).")
@@ -134,20 +138,22 @@ def run(args: argparse.Namespace) -> None:
 
 
 def load_detector(args: argparse.Namespace, device: torch.device, half: bool) -> torch.nn.Module:
-    """The model of --weights, once, in eval mode on `device`, dropping persons below --score-thresh."""
+    """The model of --weights, once, in eval mode on `device`, dropping persons below --score-thresh.
+    Its keypoint set (names, skeleton) goes into `args.keypoint_set`, for the drawing and the JSON."""
     weights, how = runs.resolve_weights(args.weights)
     print(f"weights: {models.describe_weights(weights)}{how}")
     # Persons below the display threshold are dropped before the keypoint head, the costly part.
     model, config = models.load_model(weights, args.backbone, args.min_size, args.max_size,
                                       rpn_post_nms_top_n_test=args.proposals, box_score_thresh=args.score_thresh,
                                       box_detections_per_img=args.max_persons)
+    args.keypoint_set = keypoints.KeypointSet.from_config(config)
     models.fold_batchnorm(model)  # exact for inference; benchmark.py: ~1.1x on a CPU
     model.to(device)
     if device.type == "cpu":
         # benchmark.py: the model alone runs ~1.15x faster with NHWC weights on a 2-thread CPU (oneDNN).
         model.to(memory_format=torch.channels_last)
     print(f"model: {config['backbone']}, images resized to {config['min_size'][0]} (max {config['max_size']}); "
-          f"device {device}{', float16' if half else ''}")
+          f"device {device}{', float16' if half else ''}; {args.keypoint_set.describe()}")
     return model
 
 
@@ -186,7 +192,7 @@ def process_frame(model: torch.nn.Module, frame: np.ndarray, device: torch.devic
     # The model already dropped persons below --score-thresh (load_detector), so all are drawn.
     draw.draw_poses(frame, detections["boxes"], detections["scores"], detections["keypoints"],
                     detections["keypoint_scores"], kp_thresh=args.kp_thresh, draw_boxes=args.boxes,
-                    line_width=args.line_width or None)
+                    line_width=args.line_width or None, keypoint_set=args.keypoint_set)
     return detections, model_s
 
 
@@ -290,6 +296,7 @@ def process_image(model: torch.nn.Module, device: torch.device, half: bool, path
     h, w = image.shape[:2]
     if args.save_json:
         utils.write_json(target.with_suffix(".json"), {"source": path, "width": w, "height": h,
+                                                       "keypoint_names": list(args.keypoint_set.names),
                                                        "persons": persons_json(detections, args.kp_thresh)}, indent=None)
     n = len(detections["scores"])
     print(f"{path}: {n} person{'s' if n != 1 else ''}, {model_s * 1000:.0f} ms -> {target}")
@@ -339,6 +346,7 @@ def process_video(model: torch.nn.Module, device: torch.device, half: bool, path
         capture.release()
     if args.save_json:
         utils.write_json(target.with_suffix(".json"), {"source": path, "width": w, "height": h, "fps": fps,
+                                                       "keypoint_names": list(args.keypoint_set.names),
                                                        "frames": frames}, indent=None)
     print(f"{path}: {index} frames, {fps:g} fps, model {1000 * model_s / max(index, 1):.0f} ms/frame -> {target}")
     return keep_going
@@ -418,7 +426,9 @@ def run_live(model: torch.nn.Module, device: torch.device, half: bool, capture: 
     if args.save_json:
         h, w = first.shape[:2]
         json_path = utils.write_json(output / f"{stem}.json", {"source": source, "width": w, "height": h,
-                                                                "fps": fps_in, "frames": frames}, indent=None)
+                                                                "fps": fps_in,
+                                                                "keypoint_names": list(args.keypoint_set.names),
+                                                                "frames": frames}, indent=None)
         print(f"saved {json_path}")
 
 

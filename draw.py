@@ -1,14 +1,20 @@
 """Pictures: skeletons drawn with OpenCV (left limbs warm, right limbs cool, the body's centre line
-green), and train.py's training curves drawn with matplotlib."""
+green), and train.py's training curves drawn with matplotlib.
+
+Any keypoint set is drawn with its own skeleton; colours come from the names: the side from
+left/right in the name, the limb from the joints' parts (COCO's parts have their own colours).
+"""
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
 
 import cv2
 import numpy as np
 from matplotlib.figure import Figure  # no pyplot: no GUI backend, no global figure state
 
-from utils import COCO_KEYPOINT_NAMES, COCO_SKELETON, atomic_write
+from keypoints import COCO17, KeypointSet, part_of, side_of
+from utils import atomic_write
 
 # BGR colours. Left limbs are warm (reds, oranges, yellows), right limbs cool (blues, cyans,
 # violets), the limbs that join both sides green: a mirrored pose looks visibly wrong. Every
@@ -46,7 +52,8 @@ BOX_COLOR = (60, 220, 255)
 
 
 _SEGMENTS = {frozenset(("nose", "eye")): "face", frozenset(("eye", "ear")): "ear",
-             frozenset(("ear", "shoulder")): "neck", frozenset(("shoulder", "elbow")): "upper_arm",
+             frozenset(("ear", "shoulder")): "neck",
+             frozenset(("nose", "shoulder")): "neck",  # sets without ears, such as keypoints.COCO13 frozenset(("shoulder", "elbow")): "upper_arm",
              frozenset(("elbow", "wrist")): "forearm", frozenset(("shoulder", "hip")): "torso",
              frozenset(("hip", "knee")): "thigh", frozenset(("knee", "ankle")): "shin"}
 
@@ -56,31 +63,35 @@ _KEYPOINT_SEGMENT = {"eye": "face", "ear": "ear", "shoulder": "neck", "elbow": "
                      "wrist": "forearm", "hip": "torso", "knee": "thigh", "ankle": "shin"}
 
 
-def _side(name: str) -> int | None:
-    """0 for a left keypoint, 1 for a right one, None for the nose."""
-    return 0 if name.startswith("left_") else 1 if name.startswith("right_") else None
-
-
-def _limb_color(a: int, b: int) -> tuple[int, int, int]:
-    na, nb = COCO_KEYPOINT_NAMES[a], COCO_KEYPOINT_NAMES[b]
-    sides = {_side(na), _side(nb)} - {None}
+def _limb_color(na: str, nb: str) -> tuple[int, int, int]:
+    sides = {side_of(na), side_of(nb)} - {None}
     if len(sides) == 2:  # shoulders, hips, eyes
-        return CENTER_COLORS[na.split("_")[-1]]
-    segment = _SEGMENTS.get(frozenset((na.split("_")[-1], nb.split("_")[-1])))
-    return SEGMENT_COLORS[segment][sides.pop()] if segment and sides else CENTER_COLOR
+        return CENTER_COLORS.get(part_of(na), CENTER_COLOR)
+    if not sides:
+        return CENTER_COLOR
+    segment = _SEGMENTS.get(frozenset((part_of(na), part_of(nb))))
+    side = sides.pop()
+    return SEGMENT_COLORS[segment][side] if segment else (LEFT_COLOR, RIGHT_COLOR)[side]
 
 
 def _keypoint_color(name: str) -> tuple[int, int, int]:
-    side, joint = _side(name), name.split("_")[-1]
-    if side is None or joint not in _KEYPOINT_SEGMENT:
+    side, joint = side_of(name), part_of(name)
+    if side is None:
         return CENTER_COLORS.get(joint, CENTER_COLOR)
+    if joint not in _KEYPOINT_SEGMENT:
+        return (LEFT_COLOR, RIGHT_COLOR)[side]
     return SEGMENT_COLORS[_KEYPOINT_SEGMENT[joint]][side]
 
 
-KEYPOINT_COLORS: tuple[tuple[int, int, int], ...] = tuple(_keypoint_color(n) for n in COCO_KEYPOINT_NAMES)
+@lru_cache(maxsize=8)
+def colors(keypoint_set: KeypointSet) -> tuple[tuple[tuple[int, int, int], ...], tuple[tuple[int, int, int], ...]]:
+    """(a colour per keypoint, a colour per limb of the set's skeleton), by side and part."""
+    names = keypoint_set.names
+    return (tuple(_keypoint_color(n) for n in names),
+            tuple(_limb_color(names[a], names[b]) for a, b in keypoint_set.skeleton))
 
 
-LIMB_COLORS: tuple[tuple[int, int, int], ...] = tuple(_limb_color(a, b) for a, b in COCO_SKELETON)
+KEYPOINT_COLORS, LIMB_COLORS = colors(COCO17)
 
 
 def draw_poses(
@@ -93,6 +104,7 @@ def draw_poses(
     kp_thresh: float = 0.0,
     draw_boxes: bool = True,
     line_width: int | None = None,
+    keypoint_set: KeypointSet = COCO17,
 ) -> np.ndarray:
     """Draw skeletons in place on a BGR uint8 image and return it.
 
@@ -102,7 +114,9 @@ def draw_poses(
     such an end. The line width scales with the image (about 1/160 of its shorter side, or
     `line_width`) and shrinks for small persons, so that a crowd does not turn into a blot.
     Persons are drawn from the lowest score up, so the surest skeleton ends on top.
+    Limbs are `keypoint_set`'s skeleton (COCO's 17 by default).
     """
+    keypoint_colors, limb_colors = colors(keypoint_set)
     h, w = image.shape[:2]
     base = line_width or max(1, round(min(h, w) / 160))
     font_scale = max(0.4, min(h, w) / 1000)
@@ -124,9 +138,9 @@ def draw_poses(
         thickness = max(1, min(base, round(max(x2 - x1, y2 - y1) / 40)))
         radius = thickness + 1
         xy = [(int(round(x)), int(round(y))) for x, y in pts[:, :2].tolist()] if ok.any() else []
-        limbs = [(xy[a], xy[b], color) for (a, b), color in zip(COCO_SKELETON, LIMB_COLORS)
+        limbs = [(xy[a], xy[b], color) for (a, b), color in zip(keypoint_set.skeleton, limb_colors)
                  if a < len(xy) and b < len(xy) and ok[a] and ok[b]]
-        joints = [(p, KEYPOINT_COLORS[j % len(KEYPOINT_COLORS)]) for j, p in enumerate(xy) if ok[j]]
+        joints = [(p, keypoint_colors[j % len(keypoint_colors)]) for j, p in enumerate(xy) if ok[j]]
         for pa, pb, _ in limbs:
             cv2.line(image, pa, pb, OUTLINE_COLOR, thickness + 2, cv2.LINE_AA)
         for p, _ in joints:

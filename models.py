@@ -28,6 +28,7 @@ from torchvision.models.detection.keypoint_rcnn import KeypointRCNNHeads, Keypoi
 from torchvision.models.resnet import BasicBlock, Bottleneck
 from torchvision.ops import FrozenBatchNorm2d, MultiScaleRoIAlign, misc
 
+from keypoints import COCO17, KeypointSet, check_same
 from utils import NUM_KEYPOINTS, UserError, image_side
 
 # Our checkpoints' final-weights name; the regex finds them again for test.py/detect.py defaults.
@@ -52,6 +53,9 @@ DEFAULT_MAX_SIZE = 1333
 DEFAULT_KEYPOINT_HEAD: tuple[int, ...] = (512,) * 8
 
 
+KEYPOINT_PREDICTOR = "roi_heads.keypoint_predictor."  # the weight names of the last, per-keypoint layer
+
+
 class WeightsError(UserError):
     pass
 
@@ -71,17 +75,18 @@ def _download_failed(what: str, error: Exception) -> WeightsError:
 
 def model_config(
     backbone: str = "resnet50",
-    num_keypoints: int = NUM_KEYPOINTS,
+    keypoint_set: KeypointSet = COCO17,
     min_size: int | Sequence[int] = DEFAULT_MIN_SIZE,
     max_size: int = DEFAULT_MAX_SIZE,
     frozen_bn: bool = True,
     keypoint_head: Sequence[int] | None = None,
 ) -> dict[str, Any]:
-    """The settings that rebuild a model; stored in our full checkpoints (plain types only)."""
+    """The settings that rebuild a model; stored in our full checkpoints (plain types only),
+    the keypoint set included (num_keypoints, keypoint_names, skeleton, flip_index)."""
     sizes = [int(min_size)] if isinstance(min_size, (int, float)) else [int(s) for s in min_size]
     return {
         "backbone": backbone,
-        "num_keypoints": int(num_keypoints),
+        **keypoint_set.to_config(),
         "min_size": sizes,
         "max_size": int(max_size),
         "frozen_bn": bool(frozen_bn),
@@ -98,6 +103,7 @@ def build_model(
     trainable_layers: int | None = None,
     frozen_bn: bool | None = None,
     keypoint_head: Sequence[int] | None = None,
+    new_keypoint_predictor: bool = False,
     **kwargs: Any,
 ):
     """A torchvision Keypoint R-CNN with an FPN on `backbone`.
@@ -105,7 +111,9 @@ def build_model(
     weights: "coco" (torchvision's COCO person-keypoint weights, resnet50 only), "imagenet"
     (ImageNet backbone, fresh heads), "none" (random init), or a checkpoint path (built from
     scratch, then loaded with `load_weights`). Extra kwargs go to `KeypointRCNN` (for instance
-    `box_score_thresh`, `box_detections_per_img`).
+    `box_score_thresh`, `box_detections_per_img`). `new_keypoint_predictor`: take everything
+    from `weights` but the keypoint predictor, which starts afresh with `num_keypoints` outputs
+    (fine-tuning to another keypoint set).
 
     BatchNorm is frozen (torchvision's choice) when starting from pretrained weights, and
     trained when starting from scratch, where frozen identity statistics would not train.
@@ -114,9 +122,8 @@ def build_model(
     if backbone not in BACKBONES:
         raise UserError(f"--backbone {backbone!r}: choose one of {', '.join(BACKBONES)}")
     local_path = weights not in WEIGHT_CHOICES
-    if weights == "coco" and (backbone != "resnet50" or num_keypoints != NUM_KEYPOINTS):
-        raise UserError("--weights coco exists only for --backbone resnet50 with 17 keypoints; "
-                        "use --weights imagenet or none")
+    if weights == "coco" and backbone != "resnet50":
+        raise UserError("--weights coco exists only for --backbone resnet50; use --weights imagenet or none")
     pretrained = weights in ("coco", "imagenet")
     if frozen_bn is None:
         frozen_bn = pretrained
@@ -135,16 +142,23 @@ def build_model(
         del kwargs["num_keypoints"]  # KeypointRCNN refuses it next to a predictor
 
     if backbone == "resnet50" and weights == "coco":
+        kwargs["num_keypoints"] = NUM_KEYPOINTS  # the weights' own; another set gets a new predictor below
         try:
             model = keypointrcnn_resnet50_fpn(weights=KeypointRCNN_ResNet50_FPN_Weights.COCO_V1,
                                               trainable_backbone_layers=trainable_layers, **kwargs)
         except (OSError, RuntimeError, ValueError) as e:  # URLError is an OSError
             raise _download_failed("torchvision's COCO Keypoint R-CNN weights", e) from None
+        if new_keypoint_predictor or num_keypoints != NUM_KEYPOINTS:
+            model.roi_heads.keypoint_predictor = KeypointRCNNPredictor(keypoint_head[-1], num_keypoints)
         return model
 
     model = _build_from_backbone(backbone, weights == "imagenet", norm_layer, trainable_layers, **kwargs)
     if local_path:
         state_dict, _ = load_weights(weights)
+        if new_keypoint_predictor:
+            own = model.state_dict()
+            state_dict = {k: v for k, v in state_dict.items() if not k.startswith(KEYPOINT_PREDICTOR)}
+            state_dict.update({k: v for k, v in own.items() if k.startswith(KEYPOINT_PREDICTOR)})
         apply_state_dict(model, state_dict)
     return model
 
@@ -282,6 +296,27 @@ def apply_state_dict(model: torch.nn.Module, state_dict: dict[str, torch.Tensor]
     model.load_state_dict(state_dict, strict=False)
 
 
+def weights_keypoint_set(weights: str) -> KeypointSet | None:
+    """The keypoint set `--weights` was trained on (None for imagenet and none: no keypoint head)."""
+    if weights in ("imagenet", "none"):
+        return None
+    return COCO17 if weights == "coco" else KeypointSet.from_config(read_model_settings(weights))
+
+
+def keypoint_transfer(weights: str, keypoint_set: KeypointSet, resuming: bool = False) -> str | None:
+    """When `weights` were trained on another keypoint set than `keypoint_set` (the data's): the
+    line saying what fine-tuning keeps; build_model(new_keypoint_predictor=True) does it. Else None.
+    A run resumed from `weights` (its last.pth) must have the data's set: UserError otherwise."""
+    source_set = weights_keypoint_set(weights)
+    if resuming:
+        check_same(source_set, keypoint_set, f"{weights} predicts", "the training data",
+                   "resume on the data it was trained on")
+    if source_set is None or source_set.same_as(keypoint_set):
+        return None
+    return (f"fine-tuning {describe_weights(weights)} ({source_set.describe()}) to {keypoint_set.describe()}: "
+            "keeping the backbone, RPN and box head, starting a new keypoint predictor")
+
+
 def load_model(
     weights: str,
     backbone: str | None = None,
@@ -293,7 +328,8 @@ def load_model(
 
     Settings come from, in order: the explicit arguments, the checkpoint's recorded
     model_config, the backbone guessed from the weight names, torchvision's defaults.
-    Returns (model in eval mode on the CPU, the config it was built with).
+    Returns (model in eval mode on the CPU, the config it was built with, its keypoint set
+    included: `KeypointSet.from_config(config)` reads it back).
     """
     if weights in ("imagenet", "none"):
         raise UserError(f"--weights {weights} gives a model with untrained heads; "
@@ -310,7 +346,7 @@ def load_model(
     found = settings_from_weights(state_dict, saved)
     config = model_config(
         backbone=backbone or found["backbone"] or "resnet50",
-        num_keypoints=found["num_keypoints"],
+        keypoint_set=found["keypoint_set"],
         # A model trained multi-scale is tested at its largest size, as torchvision does.
         min_size=min_size or max(found["min_size"] or [800]),
         max_size=max_size or found["max_size"] or DEFAULT_MAX_SIZE,
@@ -331,6 +367,7 @@ def settings_from_weights(state_dict: dict[str, torch.Tensor], saved: dict | Non
     return {
         "backbone": saved.get("backbone") or guess_backbone(state_dict),
         "num_keypoints": saved.get("num_keypoints") or _keypoints_in(state_dict),
+        "keypoint_set": KeypointSet.from_config({"num_keypoints": _keypoints_in(state_dict), **saved}),
         "min_size": saved.get("min_size"),
         "max_size": saved.get("max_size"),
         # Trained BatchNorm layers carry a step counter; frozen ones (torchvision's) do not.
@@ -355,7 +392,7 @@ def guess_keypoint_head(state_dict: dict[str, torch.Tensor]) -> list[int]:
 
 
 def _keypoints_in(state_dict: dict[str, torch.Tensor]) -> int:
-    logits = state_dict.get("roi_heads.keypoint_predictor.kps_score_lowres.weight")
+    logits = state_dict.get(KEYPOINT_PREDICTOR + "kps_score_lowres.weight")
     return int(logits.shape[1]) if logits is not None else NUM_KEYPOINTS
 
 

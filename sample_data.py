@@ -16,7 +16,8 @@ from typing import Any, Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from utils import COCO_KEYPOINT_NAMES, COCO_PERSON_CATEGORY, NUM_KEYPOINTS, PERSON_ID, DatasetError, coco_paths
+from keypoints import COCO17, KeypointSet
+from utils import COCO_KEYPOINT_NAMES, NUM_KEYPOINTS, PERSON_ID, DatasetError, coco_paths
 
 # --------------------------------------------------------------------------------------
 # Synthetic sample dataset: stick-limb people drawn with PIL, annotated like COCO
@@ -466,14 +467,27 @@ def is_sample_dataset(root: str | os.PathLike) -> bool:
     return found
 
 
+def reduce_annotation(ann: dict, indices: Sequence[int]) -> dict | None:
+    """A 17-keypoint annotation with only the keypoints at `indices`; None when none is labelled."""
+    triples = [ann["keypoints"][3 * i:3 * i + 3] for i in indices]
+    num = sum(1 for t in triples if t[2] > 0)
+    return {**ann, "keypoints": [v for t in triples for v in t], "num_keypoints": num} if num else None
+
+
 def make_sample_dataset(root: str | os.PathLike, images: int = 200, seed: int = 0,
-                        val_images: int | None = None) -> Path:
+                        val_images: int | None = None, keypoint_set: KeypointSet = COCO17) -> Path:
     """Write a synthetic person-keypoint dataset in the COCO 2017 layout under `root`; returns root.
 
     `images` training images and `val_images` (default max(8, images // 5)) validation images,
     1-3 people each, 320-480 px on the long side, portrait and landscape. Image ids are 1..images
-    for train and continue for val. Same arguments -> byte-identical files.
+    for train and continue for val. Same arguments -> byte-identical files. `keypoint_set` may be
+    any subset of COCO's 17 names (such as keypoints.COCO13): the images stay the same, the
+    annotations keep those keypoints and the category lists them.
     """
+    unknown = [n for n in keypoint_set.names if n not in COCO_KEYPOINT_NAMES]
+    if unknown:
+        raise DatasetError(f"sample people have COCO's 17 keypoints only, not {unknown[0]!r}")
+    indices = [COCO_KEYPOINT_NAMES.index(n) for n in keypoint_set.names]
     if images < 1 or (val_images is not None and val_images < 1):
         raise DatasetError(f"sample dataset needs at least 1 image per split, got {images} / {val_images}")
     if seed < 0:
@@ -496,7 +510,7 @@ def make_sample_dataset(root: str | os.PathLike, images: int = 200, seed: int = 
             image.save(image_dir / file_name, format="JPEG", quality=90)
             image_entries.append({"id": image_id, "file_name": file_name, "width": image.width,
                                   "height": image.height, "license": 1})
-            for ann in anns:
+            for ann in filter(None, (reduce_annotation(a, indices) for a in anns)):
                 annotations.append({"id": next_ann_id, "image_id": image_id, **ann})
                 next_ann_id += 1
         data = {
@@ -505,7 +519,7 @@ def make_sample_dataset(root: str | os.PathLike, images: int = 200, seed: int = 
             "licenses": [{"id": 1, "name": "Public Domain (generated)", "url": ""}],
             "images": image_entries,
             "annotations": annotations,
-            "categories": [COCO_PERSON_CATEGORY],
+            "categories": [keypoint_set.category()],
         }
         ann_file.write_text(json.dumps(data), encoding="utf-8")
     return root

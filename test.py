@@ -16,7 +16,13 @@ Usage:
 
 Outputs (rank 0 only under torchrun): runs/test/results.json and runs/test/metrics.json by
 default; metrics.json holds {"bbox": {"AP", "AP50", ..., "ARl"}, "keypoints": {"AP", ..., "ARl"}}
-with COCOeval's `stats` in order (-1 where COCOeval has no data, e.g. no labelled keypoints).
+with COCOeval's `stats` in order (-1 where COCOeval has no data, e.g. no labelled keypoints),
+and "oks_sigmas": {"source", "sigmas": {keypoint name: sigma}}, the sigmas of the keypoint AP.
+
+Any keypoint set (the annotation file's category `keypoints`) is evaluated: COCO's 17 with
+pycocotools' sigmas, another set with --oks-sigmas (numbers or a JSON file) or, with a
+warning, COCO's sigma for each joint named as in COCO and 0.05 for the rest:
+    python test.py --ann-file my/val.json --images my/val --weights best.pth --oks-sigmas my/sigmas.json
 """
 from __future__ import annotations
 
@@ -29,6 +35,7 @@ from typing import Any, Sequence
 from torch.utils.data import Subset
 
 import coco_eval
+import keypoints
 import models
 import runs
 import utils
@@ -54,6 +61,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     data.add_argument("--limit", type=utils.positive_int, default=None, metavar="N",
                       help="evaluate only the first N images (in image-id order)")
     utils.add_max_image_pixels_flag(data)
+    coco_eval.add_oks_sigmas_flag(data)
 
     model = parser.add_argument_group("model")
     models.add_model_flags(model)
@@ -92,7 +100,7 @@ def run(args: argparse.Namespace) -> dict[str, dict[str, float]]:
     if args.results is not None:
         if int(os.environ.get("RANK", 0)) != 0:
             return {}  # no model to share out: under torchrun, rank 0 does it all
-        return evaluate_results_file(args.results, ann_file, args.limit, args.save_metrics)
+        return evaluate_results_file(args.results, ann_file, args.limit, args.save_metrics, args.oks_sigmas)
 
     info, device = utils.init_distributed(args.device)
     try:
@@ -103,15 +111,20 @@ def run(args: argparse.Namespace) -> dict[str, dict[str, float]]:
         if info.is_main:
             print(f"weights: {models.describe_weights(weights)}{how}")
         model, config = models.load_model(weights, args.backbone, args.min_size, args.max_size)
+        data_keypoints = (dataset.dataset if isinstance(dataset, Subset) else dataset).keypoint_set
+        keypoints.check_same(keypoints.KeypointSet.from_config(config), data_keypoints, f"weights {weights} predict",
+                             f"annotation file {ann_file}")
+        coco_eval.oks_sigmas(data_keypoints, args.oks_sigmas, verbose=False)  # fails before predicting
         model.to(device)
         if info.is_main:
             amp_note = " (--amp ignored: CUDA only)" if args.amp and device.type != "cuda" else ""
             print(f"model: {config['backbone']}, images resized to {config['min_size'][0]} "
                   f"(max {config['max_size']}); device {device}{amp_note}"
                   + (f", {info.world_size} processes" if info.distributed else ""))
-            print(f"data: {len(dataset)} images from {image_dir} ({ann_file})")
+            print(f"data: {len(dataset)} images from {image_dir} ({ann_file}), {data_keypoints.describe()}")
         metrics, results = coco_eval.evaluate_dataset(model, dataset, device, args.batch_size, args.workers,
-                                                  amp=args.amp, verbose=info.is_main, desc="test")
+                                                  amp=args.amp, verbose=info.is_main, desc="test",
+                                                  sigmas=args.oks_sigmas)
         if info.is_main:
             if args.save_results:
                 print(f"wrote {len(results)} detections to {utils.write_json(args.save_results, results, indent=None)}")
@@ -121,7 +134,8 @@ def run(args: argparse.Namespace) -> dict[str, dict[str, float]]:
         utils.cleanup_distributed()
 
 
-def evaluate_results_file(path: Path, ann_file: Path, limit: int | None, save_metrics: str) -> dict[str, dict[str, float]]:
+def evaluate_results_file(path: Path, ann_file: Path, limit: int | None, save_metrics: str,
+                          sigmas: list[float] | dict[str, float] | None = None) -> dict[str, Any]:
     coco_gt = load_coco(ann_file)
     results = read_results(path, coco_gt)
     image_ids = sorted(coco_gt.getImgIds())[:limit]  # the images a --limit run of the model sees
@@ -135,7 +149,7 @@ def evaluate_results_file(path: Path, ann_file: Path, limit: int | None, save_me
     unknown_categories = {r["category_id"] for r in results} - set(coco_gt.getCatIds())
     if unknown_categories:
         print(f"note: category_id {sorted(unknown_categories)} not in {ann_file}; COCOeval ignores those detections")
-    metrics = coco_eval.coco_evaluate(coco_gt, results, image_ids)
+    metrics = coco_eval.coco_evaluate(coco_gt, results, image_ids, sigmas=sigmas)
     finish(metrics, save_metrics)
     return metrics
 

@@ -47,6 +47,7 @@ from tqdm import tqdm
 
 import coco_eval
 import draw
+import keypoints
 import models
 import runs
 import utils
@@ -72,6 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--flip-prob", type=utils.probability, default=0.5, help="probability of a horizontal flip in training")
     g.add_argument("--aspect-ratio-group-factor", type=utils.int_or_off, default=3,
                    help="batch images of similar aspect ratio (k bins per side, torchvision's 3); -1: off")
+    g.add_argument("--flip-pairs", type=utils.flip_pair_arg, nargs="*", default=None, metavar="LEFT:RIGHT",
+                   help="the pairs a flip swaps, by keypoint name, all of them (no value: none); default: by left/right")
+    coco_eval.add_oks_sigmas_flag(g)
 
     g = p.add_argument_group("model")
     g.add_argument("--backbone", default="resnet50", choices=models.BACKBONES,
@@ -153,7 +157,8 @@ def first(dataset, n: int | None):
 
 
 def build_datasets(args: argparse.Namespace):
-    """(training set, validation-loss set, evaluation set); the last two are None with --val-limit 0.
+    """(training set, validation-loss set, evaluation set, keypoint set); the two validation sets
+    are None with --val-limit 0. The keypoint set is the training file's (with --flip-pairs).
 
     The validation loss is computed on val2017 filtered like the training data (no crowds, no
     empty images), so it compares with the training loss; COCO AP uses every val image, as test.py.
@@ -165,21 +170,23 @@ def build_datasets(args: argparse.Namespace):
                               "coco`, or make a sample set with `python dataset.py --sample sample` and pass "
                               "--data-root sample")
     pixels = args.max_image_pixels
-    train_set = CocoKeypoints(train_dir, train_ann, train=True, max_image_pixels=pixels,
-                              transforms=get_transforms(True, flip_prob=args.flip_prob))
+    train_set = CocoKeypoints(train_dir, train_ann, train=True, max_image_pixels=pixels)
     if not len(train_set):
         raise utils.UserError(f"{train_ann} has no person keypoints to train on" +
                               ("" if has_person_keypoints(train_set.coco) else
                                " (a COCO instances file? Keypoint R-CNN needs person_keypoints_*.json)"))
+    kp_set = train_set.keypoint_set.with_flip_pairs(args.flip_pairs)
+    train_set.transforms = get_transforms(True, flip_prob=args.flip_prob, keypoint_set=kp_set)
     train_set = first(train_set, args.limit)
     if args.val_limit == 0:
-        return train_set, None, None
+        return train_set, None, None, kp_set
     val_dir, val_ann = coco_paths(root, "val")
     val_loss_set = first(CocoKeypoints(val_dir, val_ann, train=True, transforms=get_transforms(False),
                                        max_image_pixels=pixels), args.val_limit)
-    eval_set = first(CocoKeypoints(val_dir, val_ann, train=False, transforms=get_transforms(False),
-                                   max_image_pixels=pixels), args.val_limit)
-    return train_set, val_loss_set, eval_set
+    eval_set = CocoKeypoints(val_dir, val_ann, train=False, transforms=get_transforms(False), max_image_pixels=pixels)
+    keypoints.check_same(kp_set, eval_set.keypoint_set, f"{train_ann} has", str(val_ann), "both splits need the same")
+    coco_eval.oks_sigmas(kp_set, args.oks_sigmas, verbose=False)  # a wrong --oks-sigmas fails now, not after an epoch
+    return train_set, val_loss_set, first(eval_set, args.val_limit), kp_set
 
 
 def epoch_batches(sampler: DistributedSampler, group_ids: list[int] | None, batch_size: int,
@@ -193,12 +200,6 @@ def epoch_batches(sampler: DistributedSampler, group_ids: list[int] | None, batc
         # Its batch count depends on len(sampler) only: every process runs the same number of steps.
         batches = list(GroupedBatchSampler(sampler, group_ids, batch_size))
     return batches
-
-
-def to_device(images, targets, device: torch.device):
-    images = [img.to(device, non_blocking=True) for img in images]
-    targets = [{k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in t.items()} for t in targets]
-    return images, targets
 
 
 # --------------------------------------------------------------------------------------
@@ -232,13 +233,6 @@ def save_log(path: Path, args, config: dict, history: list[dict]) -> None:
 # --------------------------------------------------------------------------------------
 # One epoch of training, validation loss
 # --------------------------------------------------------------------------------------
-def reduce_mean(values: torch.Tensor, world_size: int) -> torch.Tensor:
-    if world_size > 1:
-        dist.all_reduce(values)
-        values = values / world_size
-    return values
-
-
 def train_one_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler, scaler: torch.amp.GradScaler,
                     loader, device: torch.device, progress: Progress, epochs: int, iters_per_epoch: int,
                     world_size: int, show: bool, checkpoint_path: Path) -> None:
@@ -249,10 +243,10 @@ def train_one_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, sc
     bar = tqdm(loader, total=iters_per_epoch, initial=progress.step, disable=not show, dynamic_ncols=True,
                desc=f"epoch {progress.epoch + 1}/{epochs}")
     for images, targets in bar:
-        images, targets = to_device(images, targets, device)
+        images, targets = utils.to_device(images, targets, device)
         with torch.autocast(device.type, enabled=use_amp):
             loss_dict = model(images, targets)
-        values = reduce_mean(torch.stack([loss_dict[k].detach().float() for k in LOSS_NAMES]), world_size)
+        values = utils.reduce_mean(torch.stack([loss_dict[k].detach().float() for k in LOSS_NAMES]), world_size)
         if not bool(torch.isfinite(values).all()):
             bad = ", ".join(f"{k}={v:g}" for k, v in zip(LOSS_NAMES, values.tolist()) if not math.isfinite(v))
             raise utils.UserError(
@@ -291,7 +285,7 @@ def validation_loss(model, loader, device, use_amp: bool, world_size: int) -> di
     sums = torch.zeros(len(LOSS_NAMES) + 1, dtype=torch.float64, device=device)
     try:
         for images, targets in loader:
-            images, targets = to_device(images, targets, device)
+            images, targets = utils.to_device(images, targets, device)
             with torch.autocast(device.type, enabled=use_amp):
                 loss_dict = model(images, targets)
             sums[:-1] += torch.stack([loss_dict[k].detach().double() for k in LOSS_NAMES]) * len(images)
@@ -347,6 +341,7 @@ class Data:
     val_loader: DataLoader | None
     val_loss_set: Any
     eval_set: Any
+    keypoint_set: keypoints.KeypointSet
 
 
 def settle_model_settings(args: argparse.Namespace, resume_ckpt: dict | None) -> bool:
@@ -370,7 +365,7 @@ def settle_model_settings(args: argparse.Namespace, resume_ckpt: dict | None) ->
 
 
 def build_data(args: argparse.Namespace, info: utils.DistInfo, device: torch.device) -> Data:
-    train_set, val_loss_set, eval_set = build_datasets(args)
+    train_set, val_loss_set, eval_set, kp_set = build_datasets(args)
     per_process_batch = args.batch_size // info.world_size
     # DistributedSampler also for one process: its set_epoch(epoch) makes each epoch's order a
     # function of (seed, epoch), which is what lets --resume replay it.
@@ -386,20 +381,21 @@ def build_data(args: argparse.Namespace, info: utils.DistInfo, device: torch.dev
         shard = Subset(val_loss_set, range(info.rank, len(val_loss_set), info.world_size))
         val_loader = DataLoader(shard, batch_size=per_process_batch, shuffle=False, num_workers=args.workers,
                                 collate_fn=collate_fn, pin_memory=device.type == "cuda")
-    return Data(train_set, sampler, group_ids, per_process_batch, iters_per_epoch, val_loader, val_loss_set, eval_set)
+    return Data(train_set, sampler, group_ids, per_process_batch, iters_per_epoch, val_loader, val_loss_set, eval_set,
+                kp_set)
 
 
 def build_run(args: argparse.Namespace, frozen_bn: bool, resumed: bool, iters_per_epoch: int,
-              info: utils.DistInfo, device: torch.device) -> Run:
+              info: utils.DistInfo, device: torch.device, kp_set: keypoints.KeypointSet = keypoints.COCO17,
+              new_predictor: bool = False) -> Run:
     """Model, SGD, the lr schedule and the AMP scaler, as a fresh run starts them."""
     utils.seed_everything(args.seed)
-    net = models.build_model(args.backbone, "none" if resumed else args.weights,
+    net = models.build_model(args.backbone, "none" if resumed else args.weights, kp_set.num,
                              min_size=args.min_size, max_size=args.max_size,
                              trainable_layers=args.trainable_layers, frozen_bn=frozen_bn,
-                             keypoint_head=args.keypoint_head,
+                             keypoint_head=args.keypoint_head, new_keypoint_predictor=new_predictor,
                              box_batch_size_per_image=args.box_batch_size_per_image)
-    config = models.model_config(args.backbone, utils.NUM_KEYPOINTS, args.min_size, args.max_size, frozen_bn,
-                                 args.keypoint_head)
+    config = models.model_config(args.backbone, kp_set, args.min_size, args.max_size, frozen_bn, args.keypoint_head)
     net.to(device)
     model = net
     if info.distributed:
@@ -438,14 +434,18 @@ def restore_run(run: Run, ckpt: dict, source: Path, args: argparse.Namespace, it
 
 
 def describe(args: argparse.Namespace, data: Data, frozen_bn: bool, info: utils.DistInfo, device: torch.device,
-             resumed: Progress | None, resume_path: Path | None, log: Callable[..., None]) -> None:
+             resumed: Progress | None, resume_path: Path | None, log: Callable[..., None],
+             transfer: str | None = None) -> None:
     sizes = "-".join(str(s) for s in sorted({min(args.min_size), max(args.min_size)}))
     log(f"train: {len(data.train_set)} images from {args.data_root}, {data.iters_per_epoch} iterations/epoch, "
         f"batch {args.batch_size} ({info.world_size} process(es) x {data.per_process_batch}), device {device}")
     head = args.keypoint_head
     head = f"{head[0]}x{len(head)}" if len(set(head)) == 1 else ",".join(map(str, head))
     log(f"model: {args.backbone} FPN, weights {args.weights}, keypoint head {head}, image size {sizes} "
-        f"(max {args.max_size}), {'frozen' if frozen_bn else 'trained'} BatchNorm")
+        f"(max {args.max_size}), {'frozen' if frozen_bn else 'trained'} BatchNorm, {data.keypoint_set.describe()}")
+    flips = args.flip_prob and args.flip_pairs is None  # explicit pairs, even none, need no warning
+    for line in filter(None, (transfer, flips and keypoints.flip_warning(data.keypoint_set))):
+        log(line)
     if data.val_loader is None:
         log("validation: off")
     else:
@@ -476,7 +476,7 @@ def validate(run: Run, data: Data, args: argparse.Namespace, epoch: int, info: u
     if evaluates(data, args, epoch):
         metrics, _ = coco_eval.evaluate_dataset(run.net, data.eval_set, device, batch_size=data.per_process_batch,
                                                 workers=args.workers, amp=use_amp, verbose=True,
-                                                desc=f"eval epoch {epoch + 1}")
+                                                desc=f"eval epoch {epoch + 1}", sigmas=args.oks_sigmas)
         run.model.train()
     return val, metrics
 
@@ -541,11 +541,13 @@ def train(args: argparse.Namespace, info: utils.DistInfo, device: torch.device) 
     args.output_dir = str(utils.all_gather_objects(
         runs.prepare_output_dir(args.output_dir, args.resume is not None, args.exist_ok) if info.is_main else None)[0])
     paths = runs.run_paths(args.output_dir, models.checkpoint_name(args.epochs, args.batch_size, args.lr, args.momentum))
-    run = build_run(args, frozen_bn, resume_ckpt is not None, data.iters_per_epoch, info, device)
+    transfer = models.keypoint_transfer(str(resume_path or args.weights), data.keypoint_set, resume_ckpt is not None)
+    run = build_run(args, frozen_bn, resume_ckpt is not None, data.iters_per_epoch, info, device, data.keypoint_set,
+                    new_predictor=transfer is not None)
     if resume_ckpt is not None:
         restore_run(run, resume_ckpt, resume_path, args, data.iters_per_epoch, log)
         del resume_ckpt
-    describe(args, data, frozen_bn, info, device, run.progress if resume_path else None, resume_path, log)
+    describe(args, data, frozen_bn, info, device, run.progress if resume_path else None, resume_path, log, transfer)
 
     try:
         while run.progress.epoch < args.epochs:

@@ -1,7 +1,7 @@
 """What every script shares, and nothing that belongs to one job.
 
 Top to bottom:
-  * COCO person-keypoint constants (names, flip index, skeleton) and the COCO folder layout;
+  * COCO person-keypoint constants (names, skeleton) and the COCO folder layout;
   * errors that the scripts turn into one-line messages (`UserError`, `cli_errors`);
   * argparse types that validate flags, written once for every script, and the help formatter;
   * files written atomically (a crash leaves the old file or the new one, never half of one);
@@ -44,14 +44,6 @@ COCO_KEYPOINT_NAMES: tuple[str, ...] = (
 )
 NUM_KEYPOINTS = len(COCO_KEYPOINT_NAMES)
 
-
-def _flip_index(names: Sequence[str]) -> tuple[int, ...]:
-    swapped = [n.replace("left_", "@").replace("right_", "left_").replace("@", "right_") for n in names]
-    return tuple(names.index(n) for n in swapped)
-
-
-# After a horizontal flip, keypoint i of the new image is keypoint KEYPOINT_FLIP_INDEX[i] of the old one.
-KEYPOINT_FLIP_INDEX: tuple[int, ...] = _flip_index(COCO_KEYPOINT_NAMES)
 
 # The 19 limbs of COCO's "skeleton" field, 0-based (the annotation files store them 1-based).
 COCO_SKELETON: tuple[tuple[int, int], ...] = (
@@ -168,6 +160,38 @@ def url(text: str) -> str:
 def is_number(value: Any) -> bool:
     """A finite int or float from JSON (not a bool, not NaN or infinity)."""
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def flip_pair_arg(text: str) -> tuple[str, str]:
+    """`left_paw:right_paw`: two keypoint names that a horizontal flip swaps."""
+    names = tuple(n.strip() for n in text.split(":"))
+    if len(names) != 2 or not all(names) or names[0] == names[1]:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected two different keypoint names as LEFT:RIGHT")
+    return names
+
+
+def oks_sigmas_arg(text: str) -> list[float] | dict[str, float]:
+    """OKS sigmas: numbers (`0.026,0.025,...`) or a JSON file holding a list of them or a
+    {keypoint name: sigma} object."""
+    source = text
+    if not re.fullmatch(r"[\d.eE+\-,\s]+", text):
+        try:
+            with open(text, encoding="utf-8") as f:
+                value = json.load(f)
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise argparse.ArgumentTypeError(f"{text!r}: not numbers, and not a readable JSON file ({e})") from None
+        source = f"{text} (JSON)"
+    else:
+        try:
+            value = [float(v) for v in text.replace(",", " ").split()]
+        except ValueError:
+            value = None
+    numbers = list(value.values()) if isinstance(value, dict) else value
+    if not isinstance(numbers, list) or not numbers or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0 for v in numbers):
+        raise argparse.ArgumentTypeError(f"{source!r}: expected OKS sigmas, numbers above 0 such as 0.026,0.025,... "
+                                         "or a JSON file of a list of them or a {keypoint name: sigma} object")
+    return {str(k): float(v) for k, v in value.items()} if isinstance(value, dict) else [float(v) for v in numbers]
 
 
 def keypoint_head_arg(text: str) -> list[int]:
@@ -384,6 +408,22 @@ def all_gather_objects(obj: Any) -> list[Any]:
     gathered: list[Any] = [None] * dist.get_world_size()
     dist.all_gather_object(gathered, obj)
     return gathered
+
+
+def to_device(images: Sequence[torch.Tensor], targets: Sequence[dict[str, Any]],
+              device: torch.device) -> tuple[list[torch.Tensor], list[dict[str, Any]]]:
+    """A batch of images and detection targets on `device` (non-tensor values such as image_id stay)."""
+    images = [img.to(device, non_blocking=True) for img in images]
+    targets = [{k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in t.items()} for t in targets]
+    return images, targets
+
+
+def reduce_mean(values: torch.Tensor, world_size: int) -> torch.Tensor:
+    """The mean of `values` over the torchrun processes (`values` itself for one)."""
+    if world_size > 1:
+        dist.all_reduce(values)
+        values = values / world_size
+    return values
 
 
 def seed_everything(seed: int) -> None:

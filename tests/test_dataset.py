@@ -26,8 +26,11 @@ from dataset import (
     read_image,
 )
 from conftest import flag_error
+from keypoints import COCO17
 from sample_data import make_sample_dataset
-from utils import COCO_KEYPOINT_NAMES, COCO_PERSON_CATEGORY, KEYPOINT_FLIP_INDEX, DatasetError, coco_paths
+from utils import COCO_KEYPOINT_NAMES, COCO_PERSON_CATEGORY, DatasetError, coco_paths
+
+KEYPOINT_FLIP_INDEX = COCO17.flip_index
 
 
 def _json_by_image(ann_file: Path) -> tuple[dict, dict[int, list[dict]]]:

@@ -5,6 +5,7 @@ import numpy as np
 
 import draw
 import utils
+from keypoints import COCO13
 
 
 def pose(cx: float, scale: float) -> np.ndarray:
@@ -93,3 +94,22 @@ def test_draw_poses_colours_thresholds_and_width():
 
     thin, thick = width(200), width(800)
     assert 1 <= thin and thick >= 3 * thin  # line width follows the image size
+
+
+def test_drawing_uses_the_sets_skeleton_and_sides():
+    keypoint_colors, limb_colors = draw.colors(COCO13)
+    assert len(limb_colors) == len(COCO13.skeleton) == 14
+    names = COCO13.names
+    for (a, b), (blue, _, red) in zip(COCO13.skeleton, limb_colors):
+        sides = {n.split("_")[0] for n in (names[a], names[b])} - {"nose"}
+        if sides == {"left"}:
+            assert red > blue, (names[a], names[b])
+        elif sides == {"right"}:
+            assert blue > red, (names[a], names[b])
+    image = np.zeros((200, 200, 3), np.uint8)
+    points = np.zeros((13, 3))
+    points[:, 2] = 1
+    points[0, :2], points[1, :2] = (100, 40), (140, 100)  # nose, left_shoulder; the rest at (0, 0)
+    draw.draw_poses(image, np.array([[0, 0, 199, 199]]), np.array([1.0]), points[None], draw_boxes=False,
+                    line_width=3, keypoint_set=COCO13)
+    assert np.abs(image[70, 120].astype(int) - limb_colors[0]).max() <= 10  # the nose-to-left-shoulder limb

@@ -132,10 +132,14 @@ def printed_tables(stdout: str) -> dict[str, list[str]]:
 
 
 def check_metrics_shape(metrics: dict) -> None:
-    assert list(metrics) == ["bbox", "keypoints"]
+    # "oks_sigmas" only where keypoints were evaluated: COCO's 17 here, so pycocotools' own sigmas.
+    assert list(metrics) in (["bbox", "keypoints"], ["bbox", "keypoints", "oks_sigmas"])
     assert list(metrics["bbox"]) == ["AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl"]
     assert list(metrics["keypoints"]) == ["AP", "AP50", "AP75", "APm", "APl", "AR", "AR50", "AR75", "ARm", "ARl"]
-    assert all(isinstance(v, float) for table in metrics.values() for v in table.values())
+    assert all(isinstance(v, float) for table in ("bbox", "keypoints") for v in metrics[table].values())
+    if "oks_sigmas" in metrics:
+        assert metrics["oks_sigmas"]["source"] == "pycocotools (COCO's 17 person keypoints)"
+        assert list(metrics["oks_sigmas"]["sigmas"].values()) == list(coco_eval.COCO_OKS_SIGMAS.values())
 
 
 def run_fails(script, argv: list[str]) -> str:

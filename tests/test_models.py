@@ -10,6 +10,7 @@ import torch
 import models
 import utils
 from conftest import TINY_MODEL
+from keypoints import COCO13, COCO17
 
 TINY_HEAD = [64, 64]
 
@@ -184,3 +185,25 @@ def test_fold_batchnorm_keeps_the_outputs():
     for name in expected:
         torch.testing.assert_close(got[name], expected[name], rtol=1e-3, atol=1e-4)
     assert models.fold_batchnorm(folded) == 0
+
+
+def test_fine_tuning_from_17_keypoints_keeps_all_but_the_predictor(tmp_path):
+    """A raw 17-keypoint state_dict to 13 keypoints: everything but the keypoint predictor is kept."""
+    torch.manual_seed(0)
+    before = models.build_model(TINY_MODEL["backbone"], "none", keypoint_head=TINY_HEAD, frozen_bn=False).state_dict()
+    raw = tmp_path / "raw17.pth"
+    torch.save(before, raw)
+    note = models.keypoint_transfer(str(raw), COCO13)
+    assert note == (f"fine-tuning {raw} (COCO's 17 person keypoints) to 13 keypoints (nose, left_shoulder, ..., "
+                    "right_ankle): keeping the backbone, RPN and box head, starting a new keypoint predictor")
+    assert models.keypoint_transfer(str(raw), COCO17) is None and models.keypoint_transfer("none", COCO13) is None
+    with pytest.raises(utils.UserError, match=f"^{raw} predicts COCO's 17 person keypoints, but the training data "
+                                              "has 13 keypoints .*; resume on the data it was trained on$"):
+        models.keypoint_transfer(str(raw), COCO13, resuming=True)
+    tuned = models.build_model(TINY_MODEL["backbone"], str(raw), 13, keypoint_head=TINY_HEAD, frozen_bn=False,
+                               new_keypoint_predictor=True).state_dict()
+    for key, value in tuned.items():
+        if key.startswith(models.KEYPOINT_PREDICTOR):
+            assert value.shape[0 if "bias" in key else 1] == 13, key
+        else:
+            assert torch.equal(value, before[key]), key

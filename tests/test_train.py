@@ -21,6 +21,7 @@ import pytest
 import torch
 
 import coco_eval
+import keypoints
 import models
 import train
 import utils
@@ -139,7 +140,7 @@ def test_full_checkpoints_log_and_evaluation(reference_run, capsys):
     last = models.load_checkpoint(reference_run / "last.pth")
     assert {"model", "optimizer", "lr_scheduler", "scaler", "epoch", "args", "model_config", "history"} <= set(last)
     assert last["epoch"] == 2 and last["epoch_step"] == 0
-    assert last["model_config"] == models.model_config("resnet18", 17, [128], 192, False, [64, 64])
+    assert last["model_config"] == models.model_config("resnet18", keypoints.COCO17, [128], 192, False, [64, 64])
     assert last["args"]["lr"] == 0.01 and last["args"]["data_root"]
     history = last["history"]
     assert [h["epoch"] for h in history] == [1, 2]

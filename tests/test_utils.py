@@ -13,16 +13,6 @@ import utils
 
 
 # --- constants ------------------------------------------------------------------------
-def test_flip_index_swaps_left_and_right_and_keeps_the_nose():
-    names = utils.COCO_KEYPOINT_NAMES
-    assert len(names) == 17 and names[0] == "nose"
-    for i, j in enumerate(utils.KEYPOINT_FLIP_INDEX):
-        assert utils.KEYPOINT_FLIP_INDEX[j] == i  # an involution
-        if names[i].startswith("left_"):
-            assert names[j] == "right_" + names[i][len("left_"):]
-    assert utils.KEYPOINT_FLIP_INDEX[0] == 0
-
-
 def test_skeleton_matches_the_coco_annotation_file(coco_mini):
     categories = json.loads((coco_mini / "annotations" / "person_keypoints_val2017.json").read_text())["categories"]
     person = next(c for c in categories if c["name"] == "person")
@@ -111,6 +101,9 @@ def test_keypoint_head_flag():
     (utils.threshold, {"2": 2.0, "-inf": float("-inf"), "inf": float("inf")}, ["nan", "x"]),
     (utils.image_side, {"32": 32, "800": 800, "4096": 4096}, ["31", "4097", "100000", "800.5"]),
     (utils.int_or_off, {"-1": -1, "0": 0, "3": 3}, ["-2", "x"]),
+    (utils.oks_sigmas_arg, {"0.1,0.2 0.3": [0.1, 0.2, 0.3], "0.05": [0.05]}, ["0.1,-2", "0.1,nan", "0", "nofile.json"]),
+    (utils.flip_pair_arg, {"left_paw:right_paw": ("left_paw", "right_paw"), "a : b": ("a", "b")},
+     ["a", "a:a", "a:b:c", ":b"]),
 ])
 def test_argparse_types_accept_good_and_refuse_bad_values(parse, good, bad):
     for text, value in good.items():
@@ -164,3 +157,13 @@ def test_check_image_pixels_reads_the_header_only(tmp_path):
         utils.check_image_pixels(bomb, bomb, limit=99)
     (tmp_path / "text.png").write_text("not an image")  # the decoders decide about these
     utils.check_image_pixels(tmp_path / "text.png", "text.png", limit=1)
+
+
+def test_oks_sigmas_from_a_json_file(tmp_path):
+    (tmp_path / "list.json").write_text("[0.05, 0.07]")
+    (tmp_path / "named.json").write_text('{"nose": 0.026, "tail": 0.1}')
+    (tmp_path / "bad.json").write_text('{"nose": -1}')
+    assert utils.oks_sigmas_arg(str(tmp_path / "list.json")) == [0.05, 0.07]
+    assert utils.oks_sigmas_arg(str(tmp_path / "named.json")) == {"nose": 0.026, "tail": 0.1}
+    with pytest.raises(argparse.ArgumentTypeError, match="expected OKS sigmas"):
+        utils.oks_sigmas_arg(str(tmp_path / "bad.json"))
