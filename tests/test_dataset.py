@@ -83,22 +83,35 @@ def test_eval_targets_equal_annotation_file(coco_mini):
         assert target["labels"].dtype == torch.int64 and target["labels"].tolist() == [1] * len(anns)
 
 
-@pytest.mark.parametrize("min_keypoints", [0, 1, 10])
-def test_train_filtering_matches_json(coco_mini, min_keypoints):
+def _kept_for_training(data: dict, by_image: dict, min_keypoints_per_image: int) -> dict[int, list[dict]]:
+    """The training targets, straight from the JSON: every non-crowd person whose clipped box is
+    at least 1 px, in the images whose kept persons have that many labelled keypoints."""
+    sizes = {img["id"]: (img["height"], img["width"]) for img in data["images"]}
+    kept = {}
+    for image_id, (h, w) in sizes.items():
+        anns = []
+        for a in by_image[image_id]:
+            x, y, bw, bh = a["bbox"]
+            if a["category_id"] == 1 and not a["iscrowd"] and min(x + bw, w) - max(x, 0) >= 1 \
+                    and min(y + bh, h) - max(y, 0) >= 1:
+                anns.append(a)
+        if anns and sum(map(_labelled, anns)) >= min_keypoints_per_image:
+            kept[image_id] = anns
+    return kept
+
+
+@pytest.mark.parametrize("min_keypoints_per_image", [0, 1, 10])
+def test_train_targets_hold_every_non_crowd_person(coco_mini, min_keypoints_per_image):
     image_dir, ann_file = coco_paths(coco_mini, "train")
     data, by_image = _json_by_image(ann_file)
-    kept = {}
-    for img in data["images"]:
-        anns = [a for a in by_image[img["id"]] if a["category_id"] == 1 and not a["iscrowd"]
-                and _labelled(a) >= min_keypoints and a["bbox"][2] >= 1 and a["bbox"][3] >= 1]
-        if anns:
-            kept[img["id"]] = anns
-    # The subset really exercises the filters.
+    kept = _kept_for_training(data, by_image, min_keypoints_per_image)
+    # The subset really exercises the filters: crowds, persons without labelled keypoints in kept
+    # images (box targets now; they were dropped before), images left out.
     assert sum(a["iscrowd"] for a in data["annotations"]) > 0
-    assert any(_labelled(a) == 0 for a in data["annotations"])
+    assert sum(_labelled(a) == 0 for anns in kept.values() for a in anns) >= 40
     assert len(kept) < len(data["images"])
 
-    ds = CocoKeypoints(image_dir, ann_file, train=True, min_keypoints=min_keypoints)
+    ds = CocoKeypoints(image_dir, ann_file, train=True, min_keypoints_per_image=min_keypoints_per_image)
     assert ds.ids == sorted(kept)
     sizes = {img["id"]: (img["height"], img["width"]) for img in data["images"]}
     for idx, image_id in enumerate(ds.ids):
@@ -106,12 +119,50 @@ def test_train_filtering_matches_json(coco_mini, min_keypoints):
         h, w = sizes[image_id]
         assert len(target["boxes"]) == len(kept[image_id]) > 0
         assert target["iscrowd"].sum() == 0
-        assert ((target["keypoints"][..., 2] > 0).sum(1) >= min_keypoints).all()
+        assert (target["keypoints"][..., 2] > 0).sum() >= min_keypoints_per_image
+        unlabelled = [i for i, a in enumerate(kept[image_id]) if _labelled(a) == 0]
+        assert (target["keypoints"][unlabelled] == 0).all()  # no keypoint loss for them
         boxes = target["boxes"]
         assert (boxes[:, 0] >= 0).all() and (boxes[:, 2] <= w).all() and (boxes[:, 3] <= h).all()
         assert ((boxes[:, 2:] - boxes[:, :2]) >= 1).all()
     image, target = ds[0]
     assert image.shape[0] == 3 and len(target["boxes"]) == len(kept[ds.ids[0]])
+
+
+def test_train_default_is_torchvisions_image_rule(coco_mini):
+    """Every non-crowd person of the images torchvision trains on (>= 10 labelled keypoints
+    per image): on coco-mini train, 137 persons in 23 images, 56 of them without a labelled joint
+    (the filter before kept 86 persons, dropping every one of those)."""
+    image_dir, ann_file = coco_paths(coco_mini, "train")
+    ds = CocoKeypoints(image_dir, ann_file, train=True)
+    assert dataset.MIN_KEYPOINTS_PER_IMAGE == ds.min_keypoints_per_image == 10
+    targets = [ds.get_target(i) for i in range(len(ds))]
+    persons = sum(len(t["boxes"]) for t in targets)
+    unlabelled = sum(int(((t["keypoints"][..., 2] > 0).sum(1) == 0).sum()) for t in targets)
+    assert (len(ds), persons, unlabelled) == (23, 137, 56)
+
+
+def test_flip_puts_keypoints_on_the_flipped_pixel_of_a_real_image(coco_mini):
+    """A flipped keypoint sits on the pixel its joint moved to: image_f[y, x_f] == image[y, x]."""
+    image_dir, ann_file = coco_paths(coco_mini, "val")
+    plain = CocoKeypoints(image_dir, ann_file)
+    flipped = CocoKeypoints(image_dir, ann_file, transforms=RandomHorizontalFlip(p=1.0))
+    idx = max(range(len(plain)), key=lambda i: int((plain.get_target(i)["keypoints"][..., 2] > 0).sum()))
+    image, target = plain[idx]
+    image_f, target_f = flipped[idx]
+    assert torch.equal(image_f, image.flip(-1))
+    kp, kp_f = target["keypoints"], target_f["keypoints"]
+    labelled = kp[..., 2] > 0
+    pairs = [(kp[n, src], kp_f[n, j]) for j, src in enumerate(KEYPOINT_FLIP_INDEX) for n in range(len(kp))
+             if labelled[n, src]]
+    assert len(pairs) >= 10
+    for (x, y, _), (x_f, y_f, _) in pairs:
+        assert y_f == y
+        assert torch.equal(image_f[:, int(y_f), int(x_f)], image[:, int(y), int(x)])
+    # The test can tell one column apart: under x -> width - x some joints read another colour.
+    width = image.shape[-1]
+    assert any(not torch.equal(image_f[:, int(y), width - int(x)], image[:, int(y), int(x)])
+               for (x, y, _), _ in pairs if x > 0)
 
 
 def test_flip_real_image_mirrors_and_swaps(coco_mini):
@@ -123,7 +174,6 @@ def test_flip_real_image_mirrors_and_swaps(coco_mini):
     image, target = plain[idx]
     image_f, target_f = flipped[idx]
     width = image.shape[-1]
-    assert torch.equal(image_f, image.flip(-1))
 
     kp, kp_f = target["keypoints"].numpy(), target_f["keypoints"].numpy()
     assert (kp[..., 2] > 0).sum() >= 10
@@ -131,7 +181,7 @@ def test_flip_real_image_mirrors_and_swaps(coco_mini):
         name, src_name = COCO_KEYPOINT_NAMES[j], COCO_KEYPOINT_NAMES[src]
         assert name.replace("left", "right") == src_name or name.replace("right", "left") == src_name
         labelled = kp[:, src, 2] > 0
-        np.testing.assert_array_equal(kp_f[labelled, j, 0], np.float32(width) - kp[labelled, src, 0])
+        np.testing.assert_array_equal(kp_f[labelled, j, 0], np.float32(width - 1) - kp[labelled, src, 0])
         np.testing.assert_array_equal(kp_f[labelled, j, 1:], kp[labelled, src, 1:])
         np.testing.assert_array_equal(kp_f[~labelled, j], 0)  # invisible stay (0, 0, 0)
     boxes, boxes_f = target["boxes"].numpy(), target_f["boxes"].numpy()
@@ -158,7 +208,7 @@ def test_flip_twice_is_identity_and_keeps_invisible_zero():
     assert KEYPOINT_FLIP_INDEX[:3] == (0, 2, 1)  # the nose stays, the eyes swap
     for j, src in enumerate(KEYPOINT_FLIP_INDEX):
         x, y, v = kp[:, src].unbind(-1)
-        mirrored = torch.stack([width - x, y, v], dim=-1) * (v > 0)[:, None]
+        mirrored = torch.stack([width - 1 - x, y, v], dim=-1) * (v > 0)[:, None]
         assert torch.equal(once[:, j], mirrored)
 
     boxes = torch.tensor([[0.0, 1.0, 10.0, 20.0], [100.25, 3.5, 333.0, 40.0]])
@@ -330,10 +380,13 @@ def test_annotation_without_keypoints_and_invisible_zeroed(small_copy):
     _, target = ds[ds.ids.index(image_id)]
     nth = [a["id"] for a in data["annotations"] if a["image_id"] == image_id].index(data["annotations"][1]["id"])
     assert target["keypoints"][nth, 0].tolist() == [0.0, 0.0, 0.0]
-    # Training drops the person without keypoints (min_keypoints=1).
-    train = CocoKeypoints(image_dir, ann_file, train=True)
+    # Training keeps the person without keypoints as a box target, its keypoints all zero.
+    train = CocoKeypoints(image_dir, ann_file, train=True, min_keypoints_per_image=0)
     total = sum(len(train.get_target(i)["boxes"]) for i in range(len(train)))
-    assert total == len(data["annotations"]) - 1
+    assert total == len(data["annotations"])
+    image_id = data["annotations"][0]["image_id"]
+    nth = [a["id"] for a in data["annotations"] if a["image_id"] == image_id].index(data["annotations"][0]["id"])
+    assert torch.equal(train.get_target(train.ids.index(image_id))["keypoints"][nth], torch.zeros(17, 3))
 
 
 # --------------------------------------------------------------------------------------
