@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from dataset import collate_fn
 from keypoints import COCO17, KeypointSet, keypoint_set_of
+from models import at_inference_size
 from utils import UserError, all_gather_objects, oks_sigmas_arg
 
 # COCOeval's `stats`, in order.
@@ -26,6 +27,11 @@ BBOX_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100
 
 
 KEYPOINT_METRICS = ("AP", "AP50", "AP75", "APm", "APl", "AR", "AR50", "AR75", "ARm", "ARl")
+
+# Images per forward pass and process in test.py (its default) and train.py's per-epoch AP, so
+# that both give the same numbers for a checkpoint: a batch is padded to its largest image, which
+# moves the outputs a little. One, as torchvision's reference evaluates.
+TEST_BATCH_SIZE = 1
 
 
 # pycocotools' per-joint OKS sigmas of COCO's 17 person keypoints, from pycocotools itself.
@@ -80,7 +86,10 @@ def outputs_to_coco_results(outputs: Iterable[dict[str, torch.Tensor]], image_id
                             category_id: int = 1) -> list[dict[str, Any]]:
     """Model outputs -> COCO results entries (bbox as x,y,w,h and the flat keypoint list).
 
-    Keypoint visibility in results is unused by COCOeval; we write 1 as detectron2 does.
+    Keypoint visibility in results is unused by COCOeval; we write 1 as detectron2 does. Every
+    entry carries its box, so pycocotools takes a detection's area from the box, which decides
+    the keypoint APm/APl ranges: the original project's and detectron2's convention (torchvision's
+    references leave the box out, and the area comes from the keypoints' extent).
     """
     results = []
     for output, image_id in zip(outputs, image_ids):
@@ -235,10 +244,15 @@ def _batch_shard(length: int, batch_size: int, rank: int, world_size: int) -> li
             for i in range(start, min(start + batch_size, length))]
 
 
-def evaluate_dataset(model: torch.nn.Module, dataset, device: torch.device, batch_size: int = 2,
+def evaluate_dataset(model: torch.nn.Module, dataset, device: torch.device, batch_size: int = TEST_BATCH_SIZE,
                      workers: int = 2, amp: bool = False, verbose: bool = True, desc: str = "eval",
                      sigmas: list[float] | dict[str, float] | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Predict over `dataset` (a CocoKeypoints or a Subset of one) and run COCOeval.
+
+    The one evaluation of test.py and of train.py's epochs: the model runs at its inference size
+    (`at_inference_size`: the largest of its training sizes, where test.py loads its checkpoint),
+    `batch_size` images per pass and process, float32 unless `amp`. With the defaults, these are
+    the numbers test.py prints for the model's checkpoint.
 
     Under torchrun every rank predicts its own shard and rank 0 merges and evaluates; other
     ranks get ({}, []). Shards are made of whole batches, so every batch, hence every output,
@@ -251,8 +265,9 @@ def evaluate_dataset(model: torch.nn.Module, dataset, device: torch.device, batc
     shard = Subset(dataset, _batch_shard(len(dataset), batch_size, rank, world)) if world > 1 else dataset
     loader = DataLoader(shard, batch_size=batch_size, shuffle=False, num_workers=workers,
                         collate_fn=collate_fn, pin_memory=device.type == "cuda")
-    results, image_ids = predict(model, loader, device, amp=amp, progress=verbose and rank == 0, desc=desc,
-                                 category_id=base.category_id)
+    with at_inference_size(model):
+        results, image_ids = predict(model, loader, device, amp=amp, progress=verbose and rank == 0, desc=desc,
+                                     category_id=base.category_id)
     gathered = all_gather_objects((results, image_ids))
     if rank != 0:
         return {}, []

@@ -484,6 +484,19 @@ class GroupedBatchSampler(torch.utils.data.Sampler):
         yield from batches
 
 
+def epoch_batches(sampler: torch.utils.data.DistributedSampler, group_ids: list[int] | None, batch_size: int,
+                  epoch: int) -> list[list[int]]:
+    """This process's batches of dataset indices for `epoch`: a fixed function of (seed, epoch),
+    so a resumed run sees the same order and can skip the batches it already trained on."""
+    sampler.set_epoch(epoch)
+    if group_ids is None:
+        batches = list(torch.utils.data.BatchSampler(sampler, batch_size, drop_last=True))
+    else:
+        # Its batch count depends on len(sampler) only: every process runs the same number of steps.
+        batches = list(GroupedBatchSampler(sampler, group_ids, batch_size))
+    return batches
+
+
 # --------------------------------------------------------------------------------------
 # Command line
 # --------------------------------------------------------------------------------------

@@ -10,12 +10,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import pickle
 import re
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import torch
 from torchvision.models import MobileNet_V3_Large_Weights, ResNet18_Weights, ResNet34_Weights
@@ -347,8 +348,7 @@ def load_model(
     config = model_config(
         backbone=backbone or found["backbone"] or "resnet50",
         keypoint_set=found["keypoint_set"],
-        # A model trained multi-scale is tested at its largest size, as torchvision does.
-        min_size=min_size or max(found["min_size"] or [800]),
+        min_size=min_size or inference_min_size(found["min_size"]),
         max_size=max_size or found["max_size"] or DEFAULT_MAX_SIZE,
         frozen_bn=found["frozen_bn"],
         keypoint_head=found["keypoint_head"],
@@ -358,6 +358,26 @@ def load_model(
                         keypoint_head=config["keypoint_head"], **kwargs)
     apply_state_dict(model, state_dict, source=str(weights))
     return model.eval(), config
+
+
+def inference_min_size(train_min_sizes: Sequence[int] | None) -> int:
+    """The shorter side test.py and detect.py run a checkpoint at (unless --min-size): the
+    largest it was trained at (torchvision trains on 640..800 and tests at 800), else 800."""
+    return max(train_min_sizes or [800])
+
+
+@contextlib.contextmanager
+def at_inference_size(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
+    """Inside the block, `model` (a training model) resizes images to `inference_min_size` of its
+    training sizes, as `load_model` builds its checkpoint for test.py. (In eval mode torchvision
+    takes the last size listed, the largest only when the sizes were typed in order.)"""
+    transform = model.transform
+    train_sizes = transform.min_size
+    transform.min_size = (inference_min_size(train_sizes),)
+    try:
+        yield model
+    finally:
+        transform.min_size = train_sizes
 
 
 def settings_from_weights(state_dict: dict[str, torch.Tensor], saved: dict | None) -> dict[str, Any]:

@@ -67,9 +67,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     models.add_model_flags(model)
 
     run = parser.add_argument_group("inference")
-    run.add_argument("--batch-size", type=utils.positive_int, default=1,
+    run.add_argument("--batch-size", type=utils.positive_int, default=coco_eval.TEST_BATCH_SIZE,
                      help="images per forward pass and per GPU; larger is faster on a GPU, but a batch is padded "
-                          "to its largest image, which can move the last digit; 1 (default) matches torchvision's reference")
+                          f"to its largest image, which can move the last digit; {coco_eval.TEST_BATCH_SIZE} (default) "
+                          "matches torchvision's reference and train.py's per-epoch AP")
     run.add_argument("--workers", "-j", type=utils.nonnegative_int, default=2, help="data-loading processes (default: 2)")
     run.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N; under torchrun each rank uses its own GPU")
     run.add_argument("--amp", action="store_true", help="mixed precision on CUDA (ignored on the CPU)")

@@ -3,16 +3,18 @@
 Usage:
     python train.py                                    # the documented recipe on ./coco
     python train.py --resume                           # continue the newest run's last.pth where it stopped
-    torchrun --nproc_per_node=4 train.py -b 16         # 4 GPUs x 4 images (-b is the total batch)
+    torchrun --nproc_per_node=4 train.py -b 16 --lr 0.04   # 4 GPUs x 4 images; -b is the total batch
     python train.py --data-root sample --device cpu --backbone resnet18 --weights none \\
         --min-size 320 --max-size 480 --keypoint-head 128x4 -b 4 --epochs 20 --lr 0.02
 
-The recipe (every number is a flag): SGD with lr 0.02, momentum 0.9, weight decay 1e-4, batch 8,
-42 epochs, lr x0.1 at epochs 36 and 43, linear warm-up over the first 1000 iterations, multi-scale
-training (shorter side 640..800), horizontal flips, aspect-ratio grouped batches, a ResNet-50 FPN
-backbone initialised from ImageNet. Data: `<data-root>/train2017` for training, `val2017` for the
-validation loss every epoch and COCO box/keypoint AP every --eval-every epochs (the same code
-test.py runs).
+The recipe (every number is a flag): 46 epochs, lr x0.1 after epochs 36 and 43 (torchvision's
+schedule), SGD with lr 0.02 for a total batch of 8 (the original project's), momentum 0.9, weight
+decay 1e-4, linear warm-up over the first 1000 iterations, multi-scale training (shorter side
+640..800), horizontal flips, aspect-ratio grouped batches, a ResNet-50 FPN backbone initialised
+from ImageNet. Data: `<data-root>/train2017` for training, `val2017` for the validation loss every
+epoch and COCO box/keypoint AP every --eval-every epochs, exactly as test.py gives it for the
+checkpoint. Scale --lr linearly with -b: 0.0025 x b (0.04 at -b 16, 0.16 at -b 64);
+torchvision's recipe uses half that rate per image (0.02 at -b 16).
 
 Files written to --output-dir (default: a new run folder runs/train/exp, exp2, ... per run; a
 folder that holds an earlier run is refused unless --resume continues it or --exist-ok is given):
@@ -20,14 +22,13 @@ folder that holds an earlier run is refused unless --resume continues it or --ex
                                AMP scaler, epoch, arguments, model settings, history); on Ctrl-C
                                also mid-epoch. `--resume` continues from it.
     best.pth                   the same, for the epoch with the best keypoint AP so far
-    e42_b8_lr0.02_m0.9.pth     the final weights: a plain model state_dict, loadable by any
+    e46_b8_lr0.02_m0.9.pth     the final weights: a plain model state_dict, loadable by any
                                torchvision user (keypointrcnn_resnet50_fpn().load_state_dict)
-    e42_b8_lr0.02_m0.9.json    the per-epoch numbers (losses, lr, AP, time)
-    e42_b8_lr0.02_m0.9.png     train/val loss curves, and AP when computed
+    e46_b8_lr0.02_m0.9.json    the per-epoch numbers (losses, lr, AP, time)
+    e46_b8_lr0.02_m0.9.png     train/val loss curves, and AP when computed
 
-The progress bar shows running means over the epoch: loss (total) and its parts cls
-(loss_classifier), box (loss_box_reg), kp (loss_keypoint), obj (loss_objectness),
-rpn (loss_rpn_box_reg), and the current lr.
+The progress bar shows running means over the epoch: loss (total), cls, box, kp, obj, rpn (loss_classifier,
+loss_box_reg, loss_keypoint, loss_objectness, loss_rpn_box_reg), and the current lr.
 """
 from __future__ import annotations
 
@@ -42,7 +43,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 import torch.distributed as dist
-from torch.utils.data import BatchSampler, DataLoader, DistributedSampler, Subset
+from torch.utils.data import DataLoader, DistributedSampler, Subset
 from tqdm import tqdm
 
 import coco_eval
@@ -51,11 +52,16 @@ import keypoints
 import models
 import runs
 import utils
-from dataset import (CocoKeypoints, DatasetError, GroupedBatchSampler, coco_paths, collate_fn, create_aspect_ratio_groups,
+from dataset import (CocoKeypoints, DatasetError, coco_paths, collate_fn, create_aspect_ratio_groups, epoch_batches,
                      get_transforms, has_person_keypoints)
 
 LOSS_NAMES = ("loss_classifier", "loss_box_reg", "loss_keypoint", "loss_objectness", "loss_rpn_box_reg")
 SHORT_LOSS_NAMES = ("cls", "box", "kp", "obj", "rpn")
+# torchvision's keypoint schedule (references/detection: --epochs 46 --lr-steps 36 43, its AP 65.0; the
+# original project ran 42 epochs with these milestones, so its second decay never came). Its lr per image
+# of the total batch: the original's 0.02 at 8 (AP 64.2), twice torchvision's; --lr scales linearly with -b.
+DEFAULT_EPOCHS, DEFAULT_MILESTONES, LR_PER_IMAGE, DEFAULT_BATCH_SIZE = 46, (36, 43), 0.0025, 8
+
 
 # --------------------------------------------------------------------------------------
 # Command line
@@ -85,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "trained Keypoint R-CNN, to fine-tune), none (from scratch) or a checkpoint path; "
                         "coco and imagenet are downloaded")
     g.add_argument("--min-size", type=utils.image_side, nargs="+", default=list(models.DEFAULT_MIN_SIZE),
-                   help="shorter image side; several values: one picked at random per batch (multi-scale)")
+                   help="shorter image side; several values: one picked at random per image (multi-scale)")
     g.add_argument("--max-size", type=utils.image_side, default=models.DEFAULT_MAX_SIZE, help="longer image side at most")
     g.add_argument("--keypoint-head", type=utils.keypoint_head_arg, default="512x8", metavar="WxD",
                    help="keypoint head convs: torchvision's 512x8, or lighter (128x4 trains ~4x faster on CPU)")
@@ -95,12 +101,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="RoIs sampled per image for the box head (lower is faster on CPU)")
 
     g = p.add_argument_group("optimisation")
-    g.add_argument("--epochs", type=utils.positive_int, default=42, help="epochs to train")
-    g.add_argument("-b", "--batch-size", type=utils.positive_int, default=8, help="total batch over all processes")
-    g.add_argument("--lr", type=utils.positive_float, default=0.02, help="SGD learning rate (for the total batch)")
+    g.add_argument("--epochs", type=utils.positive_int, default=DEFAULT_EPOCHS, help="epochs to train")
+    g.add_argument("-b", "--batch-size", type=utils.positive_int, default=DEFAULT_BATCH_SIZE, help="total batch over all processes")
+    g.add_argument("--lr", type=utils.positive_float, default=LR_PER_IMAGE * DEFAULT_BATCH_SIZE,
+                   help=f"SGD learning rate for the total batch; scale it with -b: {LR_PER_IMAGE} x b (default "
+                        f"{LR_PER_IMAGE * DEFAULT_BATCH_SIZE:g} for -b {DEFAULT_BATCH_SIZE}; torchvision's recipe: half that)")
     g.add_argument("--momentum", type=utils.momentum, default=0.9, help="SGD momentum")
     g.add_argument("--weight-decay", type=utils.nonnegative_float, default=1e-4, help="SGD weight decay")
-    g.add_argument("--milestones", type=utils.positive_int, nargs="*", default=[36, 43], help="epochs where the lr is multiplied by --gamma")
+    g.add_argument("--milestones", type=utils.positive_int, nargs="*", default=list(DEFAULT_MILESTONES),
+                   help="epochs after which the lr is multiplied by --gamma, each below --epochs; none: constant lr")
     g.add_argument("--gamma", type=utils.positive_float, default=0.1, help="lr factor at each milestone")
     g.add_argument("--warmup-iters", type=utils.nonnegative_int, default=1000, help="iterations of linear lr warm-up (0: none)")
     g.add_argument("--warmup-factor", type=utils.positive_float, default=0.001, help="lr factor at the first warm-up iteration")
@@ -144,6 +153,10 @@ def check_args(args: argparse.Namespace, world_size: int) -> None:
     if args.batch_size % world_size:
         raise utils.UserError(f"--batch-size {args.batch_size} is the total over {world_size} processes "
                               "and must be divisible by it")
+    late = [m for m in args.milestones if m >= args.epochs]
+    if late:
+        raise utils.UserError(f"--milestones {' '.join(map(str, args.milestones))}: a decay after epoch {late[0]} never "
+                              f"happens in a run of --epochs {args.epochs}; pass --milestones below it (none: constant lr)")
     if args.max_size < max(args.min_size):
         raise utils.UserError(f"--min-size {args.min_size} / --max-size {args.max_size}: "
                               "--max-size must be at least the largest --min-size")
@@ -187,19 +200,6 @@ def build_datasets(args: argparse.Namespace):
     keypoints.check_same(kp_set, eval_set.keypoint_set, f"{train_ann} has", str(val_ann), "both splits need the same")
     coco_eval.oks_sigmas(kp_set, args.oks_sigmas, verbose=False)  # a wrong --oks-sigmas fails now, not after an epoch
     return train_set, val_loss_set, first(eval_set, args.val_limit), kp_set
-
-
-def epoch_batches(sampler: DistributedSampler, group_ids: list[int] | None, batch_size: int,
-                  epoch: int) -> list[list[int]]:
-    """This process's batches of dataset indices for `epoch`: a fixed function of (seed, epoch),
-    so a resumed run sees the same order and can skip the batches it already trained on."""
-    sampler.set_epoch(epoch)
-    if group_ids is None:
-        batches = list(BatchSampler(sampler, batch_size, drop_last=True))
-    else:
-        # Its batch count depends on len(sampler) only: every process runs the same number of steps.
-        batches = list(GroupedBatchSampler(sampler, group_ids, batch_size))
-    return batches
 
 
 # --------------------------------------------------------------------------------------
@@ -280,18 +280,16 @@ def validation_loss(model, loader, device, use_amp: bool, world_size: int) -> di
     for m in model.modules():
         if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
             m.eval()
-    sizes = model.transform.min_size
-    model.transform.min_size = sizes[-1:]
     sums = torch.zeros(len(LOSS_NAMES) + 1, dtype=torch.float64, device=device)
     try:
-        for images, targets in loader:
-            images, targets = utils.to_device(images, targets, device)
-            with torch.autocast(device.type, enabled=use_amp):
-                loss_dict = model(images, targets)
-            sums[:-1] += torch.stack([loss_dict[k].detach().double() for k in LOSS_NAMES]) * len(images)
-            sums[-1] += len(images)
+        with models.at_inference_size(model):
+            for images, targets in loader:
+                images, targets = utils.to_device(images, targets, device)
+                with torch.autocast(device.type, enabled=use_amp):
+                    loss_dict = model(images, targets)
+                sums[:-1] += torch.stack([loss_dict[k].detach().double() for k in LOSS_NAMES]) * len(images)
+                sums[-1] += len(images)
     finally:
-        model.transform.min_size = sizes
         model.train()
     if world_size > 1:
         dist.all_reduce(sums)
@@ -450,7 +448,8 @@ def describe(args: argparse.Namespace, data: Data, frozen_bn: bool, info: utils.
         log("validation: off")
     else:
         log(f"validation: {len(data.val_loss_set)} images for the loss, {len(data.eval_set)} for COCO AP "
-            f"{'every ' + str(args.eval_every) + ' epoch(s)' if args.eval_every else 'never (--eval-every 0)'}")
+            f"{'every ' + str(args.eval_every) + ' epoch(s)' if args.eval_every else 'never (--eval-every 0)'}"
+            f" (as test.py: size {models.inference_min_size(args.min_size)}, one image per pass)")
     if resumed is not None:
         log(f"resuming {resume_path}: {resumed.epoch} epoch(s) done"
             + (f", {resumed.step} iteration(s) into epoch {resumed.epoch + 1}" if resumed.step else ""))
@@ -474,8 +473,8 @@ def validate(run: Run, data: Data, args: argparse.Namespace, epoch: int, info: u
         if data.val_loader is not None else None
     metrics = {}
     if evaluates(data, args, epoch):
-        metrics, _ = coco_eval.evaluate_dataset(run.net, data.eval_set, device, batch_size=data.per_process_batch,
-                                                workers=args.workers, amp=use_amp, verbose=True,
+        # test.py's numbers for this checkpoint: its defaults (image size, one image per pass, float32)
+        metrics, _ = coco_eval.evaluate_dataset(run.net, data.eval_set, device, workers=args.workers,
                                                 desc=f"eval epoch {epoch + 1}", sigmas=args.oks_sigmas)
         run.model.train()
     return val, metrics

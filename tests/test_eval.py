@@ -20,6 +20,7 @@ import torch
 from conftest import REPO, flag_error, help_text, one_line_error
 
 import coco_eval
+from dataset import load_coco
 
 SCRIPT = REPO / "test.py"
 VAL_ANN = Path("annotations") / "person_keypoints_val2017.json"
@@ -193,6 +194,36 @@ def test_perturbed_results_match_pycocotools(script, coco_mini, tmp_path, capsys
         assert list(metrics[iou_type].values()) == stats, iou_type  # exact, not approximately
     # The perturbation must matter, or this test would pass on an evaluator that prints 1.000.
     assert 0.1 < metrics["bbox"]["AP"] < 0.95 and 0.1 < metrics["keypoints"]["AP"] < 0.95, metrics
+
+
+def test_keypoint_apm_apl_take_each_detection_area_from_its_box(coco_mini):
+    """Our results carry each person's box and keypoints, so pycocotools takes a detection's area
+    from its box (as the original project's test.py and detectron2 do); torchvision's references
+    write keypoints without the box, and the area comes from the keypoints' extent. AP, AP50,
+    AP75 and every AR agree; APm and APl do not, and ours are the box-area ones (README, Testing)."""
+    ann_file = coco_mini / VAL_ANN
+    coco_gt = load_coco(ann_file)
+    detections = perturb(ground_truth_as_results(ann_file), sorted(coco_gt.getImgIds()))
+    outputs = {}  # the detections as model outputs, per image
+    for d in detections:
+        x, y, w, h = d["bbox"]
+        out = outputs.setdefault(d["image_id"], {"boxes": [], "scores": [], "keypoints": []})
+        out["boxes"].append([x, y, x + w, y + h])
+        out["scores"].append(d["score"])
+        out["keypoints"].append(np.reshape(d["keypoints"], (17, 3)).tolist())
+    ids = sorted(outputs)
+    results = coco_eval.outputs_to_coco_results(
+        [{k: torch.tensor(v, dtype=torch.float64) for k, v in outputs[i].items()} for i in ids], ids)
+    assert all({"bbox", "keypoints"} <= set(r) for r in results)
+
+    ours = coco_eval.coco_evaluate(coco_gt, results, verbose=False)["keypoints"]
+    without_boxes = [{k: v for k, v in r.items() if k != "bbox"} for r in results]
+    torchvision_style = coco_eval.coco_evaluate(coco_gt, without_boxes, iou_types=("keypoints",),
+                                                verbose=False)["keypoints"]
+    same = ("AP", "AP50", "AP75", "AR", "AR50", "AR75", "ARm", "ARl")
+    assert {k: ours[k] for k in same} == {k: torchvision_style[k] for k in same}
+    assert ours["APm"] != torchvision_style["APm"] and ours["APl"] != torchvision_style["APl"]
+    assert 0.1 < ours["AP"] < 0.95  # imperfect detections, or every number would be 1
 
 
 def test_empty_results_file_gives_zero_not_a_crash(script, coco_mini, tmp_path, capsys):

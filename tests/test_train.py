@@ -6,6 +6,9 @@ Runs use tiny from-scratch models on the generated sample dataset (`sample_root`
 """
 from __future__ import annotations
 
+import contextlib
+import importlib.util
+import io
 import json
 import math
 import os
@@ -25,7 +28,7 @@ import keypoints
 import models
 import train
 import utils
-from conftest import REPO, flag_error, one_line_error
+from conftest import REPO, flag_error, help_text, one_line_error
 from sample_data import make_sample_dataset
 from utils import coco_paths
 TINY = ["--device", "cpu", "--backbone", "resnet18", "--weights", "none", "--min-size", "128", "--max-size", "192",
@@ -61,13 +64,15 @@ def copy_run(src: Path, dst: Path) -> Path:
 # --------------------------------------------------------------------------------------
 def test_defaults_are_the_documented_recipe():
     args = train.parse_args([])
-    assert (args.lr, args.momentum, args.weight_decay, args.batch_size, args.epochs) == (0.02, 0.9, 1e-4, 8, 42)
+    assert (args.lr, args.momentum, args.weight_decay, args.batch_size, args.epochs) == (0.02, 0.9, 1e-4, 8, 46)
     assert (args.milestones, args.gamma, args.warmup_iters) == ([36, 43], 0.1, 1000)
+    assert all(m < args.epochs for m in args.milestones)  # every decay happens
+    train.check_args(args, world_size=1)
     assert (args.data_root, args.output_dir, args.device, args.backbone) == ("coco", None, "auto", "resnet50")
     assert args.min_size == list(models.DEFAULT_MIN_SIZE) and args.keypoint_head == [512] * 8
     assert args.resume is None and train.parse_args(["--resume"]).resume == ""
     assert train.parse_args(["--resume", "x/last.pth"]).resume == "x/last.pth"
-    assert models.checkpoint_name(args.epochs, args.batch_size, args.lr, args.momentum) == "e42_b8_lr0.02_m0.9.pth"
+    assert models.checkpoint_name(args.epochs, args.batch_size, args.lr, args.momentum) == "e46_b8_lr0.02_m0.9.pth"
     short = train.parse_args(["-b", "4", "-j", "0", "--min-size", "256", "320", "--keypoint-head", "128x4"])
     assert (short.batch_size, short.workers, short.min_size, short.keypoint_head) == (4, 0, [256, 320], [128] * 4)
     assert short.explicit == ["batch_size", "keypoint_head", "min_size", "workers"]
@@ -83,11 +88,28 @@ def test_lr_schedule_warmup_then_milestones():
     assert train.lr_factor(10, [], 0.1, 0, 0.001)(0) == 1.0
 
 
+def test_default_schedule_decays_twice_inside_the_run():
+    args = train.parse_args([])
+    factor = train.lr_factor(100, args.milestones, args.gamma, args.warmup_iters, args.warmup_factor)
+    last_iteration = args.epochs * 100 - 1
+    assert factor(36 * 100 - 1) == 1.0 and factor(36 * 100) == pytest.approx(0.1)
+    assert factor(last_iteration) == pytest.approx(0.01)  # the last epochs run at lr x0.01
+
+
+def test_help_states_the_lr_rule_for_the_batch(capsys):
+    text = " ".join(help_text(train.parse_args, capsys).split())
+    assert "scale it with -b: 0.0025 x b (default 0.02 for -b 8" in text
+    assert "0.04 at -b 16, 0.16 at -b 64" in text
+    assert train.LR_PER_IMAGE * train.parse_args([]).batch_size == train.parse_args([]).lr
+
+
 @pytest.mark.parametrize("flags, message", [
     (["--data-root", "{tmp}/missing"], "not found; get COCO with `python dataset.py --download coco`, or make a "
                                        "sample set with `python dataset.py --sample sample`"),
     (["--resume"], "--resume: no checkpoint at"),
     (["--backbone", "resnet18", "--weights", "coco"], "--weights coco exists only for --backbone resnet50"),
+    (["--epochs", "42"], "--milestones 36 43: a decay after epoch 43 never happens in a run of --epochs 42"),
+    (["--epochs", "3", "--milestones", "1", "3"], "a decay after epoch 3 never happens in a run of --epochs 3"),
 ])
 def test_bad_input_is_one_line(sample_root, tmp_path, flags, message):
     flags = [f.format(tmp=tmp_path) for f in flags]
@@ -123,7 +145,8 @@ def test_one_epoch_writes_torchvision_state_dict_named_by_the_scheme(sample_root
     final = train.main(["--device", "cpu", "--backbone", "resnet50", "--weights", "none", "--min-size", "96",
                         "--max-size", "128", "--box-batch-size-per-image", "16", "--aspect-ratio-group-factor", "-1",
                         "--data-root", str(sample_root), "--output-dir", str(tmp_path), "--epochs", "1", "-b", "2",
-                        "--lr", "0.01", "--limit", "2", "--val-limit", "1", "--eval-every", "0", "-j", "0"])
+                        "--lr", "0.01", "--limit", "2", "--val-limit", "1", "--eval-every", "0", "-j", "0",
+                        "--milestones"])
     assert final == tmp_path / "e1_b2_lr0.01_m0.9.pth"
     assert (tmp_path / "e1_b2_lr0.01_m0.9.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     state_dict = torch.load(final, map_location="cpu", weights_only=True)
@@ -246,6 +269,54 @@ def test_nonfinite_loss_stops_with_the_iteration_and_keeps_last_checkpoint(refer
     assert not (out / "e3_b2_lr0.01_m0.9.pth").exists()
 
 
+def test_persons_without_labelled_keypoints_train_the_boxes_only():
+    """A batch whose persons have no labelled joint (box targets only): torchvision's keypoint
+    loss is exactly 0, not NaN, and no gradient reaches the keypoint predictor; the boxes train."""
+    utils.seed_everything(0)
+    model = models.build_model("resnet18", "none", min_size=128, max_size=192, keypoint_head=[32, 32],
+                               box_batch_size_per_image=32)
+    model.train()
+    images = [torch.rand(3, 120, 160), torch.rand(3, 140, 100)]
+    targets = [{"boxes": torch.tensor(boxes), "labels": torch.ones(len(boxes), dtype=torch.int64),
+                "keypoints": torch.zeros(len(boxes), 17, 3)}
+               for boxes in ([[10.0, 20.0, 90.0, 110.0]], [[5.0, 5.0, 40.0, 80.0], [50.0, 30.0, 95.0, 135.0]])]
+    losses = model(images, targets)
+    assert losses["loss_keypoint"].item() == 0.0
+    assert all(bool(torch.isfinite(v)) for v in losses.values()), losses
+    sum(losses.values()).backward()
+    keypoint_grad = model.roi_heads.keypoint_predictor.kps_score_lowres.weight.grad
+    assert keypoint_grad is not None and not keypoint_grad.any()
+    assert model.roi_heads.box_predictor.bbox_pred.weight.grad.abs().sum() > 0
+
+
+def test_epoch_ap_equals_test_py_on_the_same_checkpoint(sample_root, tmp_path, capsys):
+    """best.pth is chosen on the numbers test.py gives for that checkpoint with its default flags:
+    the same image size (the largest --min-size, typed out of order here, where torchvision's eval
+    would take the last) and one image at a time (training batch 2 here)."""
+    out = tmp_path / "run"
+    train.main([*TINY, "--data-root", str(sample_root), "--output-dir", str(out), "--epochs", "1", "-b", "2",
+                "--lr", "0.01", "--limit", "2", "--aspect-ratio-group-factor", "-1", "--val-limit", "2", "--milestones",
+                "--min-size", "160", "128"])
+    epoch_metrics = models.load_checkpoint(out / "last.pth")["history"][-1]["metrics"]
+
+    spec = importlib.util.spec_from_file_location("keypoint_rcnn_test_script", REPO / "test.py")
+    test_script = importlib.util.module_from_spec(spec)  # `import test` would be Python's own package
+    spec.loader.exec_module(test_script)
+    capsys.readouterr()
+    tested = test_script.main(["--weights", str(out / "last.pth"), "--data-root", str(sample_root), "--limit", "2",
+                               "--device", "cpu", "--workers", "0", "--save-results", "", "--save-metrics", ""])
+    assert "images resized to 160" in capsys.readouterr().out
+    assert epoch_metrics == tested
+    assert tested["bbox"]["AR100"] > 0  # the model finds people: the numbers can differ
+
+    # The old epoch evaluation (the last size listed, the training batch) gives other numbers.
+    model, _ = models.load_model(str(out / "last.pth"), min_size=128)
+    eval_set = torch.utils.data.Subset(train.CocoKeypoints(*train.coco_paths(sample_root, "val")), range(2))
+    with contextlib.redirect_stdout(io.StringIO()):
+        old, _ = coco_eval.evaluate_dataset(model, eval_set, torch.device("cpu"), batch_size=2, workers=0)
+    assert old != tested
+
+
 def test_resume_refuses_to_change_the_optimizer(reference_run, tmp_path):
     out = copy_run(reference_run, tmp_path / "changed")
     with pytest.raises(SystemExit) as e:
@@ -257,7 +328,7 @@ def test_resume_refuses_to_change_the_optimizer(reference_run, tmp_path):
 def test_torchrun_two_cpu_processes(sample_root, tmp_path):
     out = tmp_path / "ddp"
     args = [*TINY, "--data-root", str(sample_root), "--output-dir", str(out), "--epochs", "1", "-b", "2",
-            "--lr", "0.01", "--limit", "4", "--val-limit", "2", "--warmup-iters", "2"]
+            "--lr", "0.01", "--limit", "4", "--val-limit", "2", "--warmup-iters", "2", "--milestones"]
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                            str(REPO / "train.py"), *args], cwd=REPO, capture_output=True, text=True,
                           env=subprocess_env(threads=1), timeout=480)
