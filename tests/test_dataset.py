@@ -142,8 +142,9 @@ def test_train_default_is_torchvisions_image_rule(coco_mini):
     assert (len(ds), persons, unlabelled) == (23, 137, 56)
 
 
-def test_flip_puts_keypoints_on_the_flipped_pixel_of_a_real_image(coco_mini):
-    """A flipped keypoint sits on the pixel its joint moved to: image_f[y, x_f] == image[y, x]."""
+def _real_image_and_its_flip(coco_mini: Path) -> tuple[torch.Tensor, dict, torch.Tensor, dict]:
+    """The coco-mini val image with the most labelled keypoints (so left and right both occur),
+    and the same item through RandomHorizontalFlip(p=1)."""
     image_dir, ann_file = coco_paths(coco_mini, "val")
     plain = CocoKeypoints(image_dir, ann_file)
     flipped = CocoKeypoints(image_dir, ann_file, transforms=RandomHorizontalFlip(p=1.0))
@@ -151,6 +152,12 @@ def test_flip_puts_keypoints_on_the_flipped_pixel_of_a_real_image(coco_mini):
     image, target = plain[idx]
     image_f, target_f = flipped[idx]
     assert torch.equal(image_f, image.flip(-1))
+    return image, target, image_f, target_f
+
+
+def test_flip_puts_keypoints_on_the_flipped_pixel_of_a_real_image(coco_mini):
+    """A flipped keypoint sits on the pixel its joint moved to: image_f[y, x_f] == image[y, x]."""
+    image, target, image_f, target_f = _real_image_and_its_flip(coco_mini)
     kp, kp_f = target["keypoints"], target_f["keypoints"]
     labelled = kp[..., 2] > 0
     pairs = [(kp[n, src], kp_f[n, j]) for j, src in enumerate(KEYPOINT_FLIP_INDEX) for n in range(len(kp))
@@ -166,13 +173,7 @@ def test_flip_puts_keypoints_on_the_flipped_pixel_of_a_real_image(coco_mini):
 
 
 def test_flip_real_image_mirrors_and_swaps(coco_mini):
-    image_dir, ann_file = coco_paths(coco_mini, "val")
-    plain = CocoKeypoints(image_dir, ann_file)
-    flipped = CocoKeypoints(image_dir, ann_file, transforms=RandomHorizontalFlip(p=1.0))
-    # The image with the most labelled keypoints, so left and right both occur.
-    idx = max(range(len(plain)), key=lambda i: int((plain.get_target(i)["keypoints"][..., 2] > 0).sum()))
-    image, target = plain[idx]
-    image_f, target_f = flipped[idx]
+    image, target, image_f, target_f = _real_image_and_its_flip(coco_mini)
     width = image.shape[-1]
 
     kp, kp_f = target["keypoints"].numpy(), target_f["keypoints"].numpy()
