@@ -417,7 +417,7 @@ def test_instances_file_says_it_has_no_person_keypoints(tmp_path):
 def small_run(root: Path, *extra: str) -> list[str]:
     """One epoch of 2 steps of 1 image."""
     return [*TINY, "--data-root", str(root), "--epochs", "1", "-b", "1", "--lr", "0.01", "--limit", "2",
-            "--warmup-iters", "1", "--eval-every", "0", "--aspect-ratio-group-factor", "-1", *extra]
+            "--warmup-iters", "1", "--eval-every", "0", "--aspect-ratio-group-factor", "-1", "--milestones", *extra]
 
 
 def test_bad_training_image_saves_the_run_and_resume_finds_it(tmp_path, monkeypatch, capsys):
