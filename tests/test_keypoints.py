@@ -87,7 +87,7 @@ def test_explicit_pairs_unpaired_joints_and_warnings():
 def test_flip_of_an_unpaired_joint_unlabels_it():
     keypoints = torch.tensor([[[10.0, 5.0, 2.0], [20.0, 6.0, 2.0], [30.0, 7.0, 1.0]]])
     flipped = dataset.flip_keypoints(keypoints, 100, (0, NO_PARTNER, 2))
-    assert flipped.tolist() == [[[90.0, 5.0, 2.0], [0.0, 0.0, 0.0], [70.0, 7.0, 1.0]]]
+    assert flipped.tolist() == [[[89.0, 5.0, 2.0], [0.0, 0.0, 0.0], [69.0, 7.0, 1.0]]]  # pixel k -> 99 - k
 
 
 def test_model_and_data_of_other_sets_fail_clearly():
@@ -158,7 +158,7 @@ def coco13_run(coco13_root, raw17, tmp_path_factory) -> tuple[Path, str]:
     with contextlib.redirect_stdout(io.StringIO()) as printed:
         train.main([*TINY, "--weights", str(raw17[0]), "--data-root", str(coco13_root), "--output-dir", str(out),
                     "--epochs", "1", "-b", "2", "--lr", "0.01", "--limit", "2", "--val-limit", "1",
-                    "--warmup-iters", "1", "--aspect-ratio-group-factor", "-1"])
+                    "--warmup-iters", "1", "--aspect-ratio-group-factor", "-1", "--milestones"])
     return out, printed.getvalue()
 
 
