@@ -53,9 +53,9 @@ except ImportError:  # a torchvision without image decoders: PIL does it all
 
 from download import COCO_URL_BASE, DOWNLOAD_SPLITS, URL_BASE_ENV, download_coco
 from keypoints import COCO17, SAMPLE_SETS, KeypointSet, keypoint_category, keypoint_set_of
-from sample_data import is_sample_dataset, make_sample_dataset
+from sample_data import SampleStyle, is_sample_dataset, make_sample_dataset
 from utils import (DEFAULT_MAX_IMAGE_PIXELS, SPLITS, DatasetError, UserError, check_image_pixels, cli_errors,
-                   coco_paths, is_number, nonnegative_int, positive_int, url)
+                   coco_paths, is_number, nonnegative_int, positive_float, positive_int, probability, url)
 
 
 Target = dict[str, Any]
@@ -518,6 +518,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--keypoints", choices=sorted(SAMPLE_SETS), default="coco",
                         help="keypoint set --sample annotates: coco (COCO's 17) or coco13 (without eyes and ears, "
                              "an example of your own set) (default coco)")
+    parser.add_argument("--max-people", type=positive_int, default=SampleStyle.max_people, metavar="K",
+                        help=f"--sample: 1..K people per image, fewer more often (default {SampleStyle.max_people})")
+    parser.add_argument("--scale", type=positive_float, nargs=2, default=SampleStyle.scale, metavar=("LOW", "HIGH"),
+                        help="--sample: person height / image height, log-uniform (default %(default)s)")
+    parser.add_argument("--occluders", type=probability, default=SampleStyle.occluders, metavar="P",
+                        help=f"--sample: chance of a table, wall or pole in front of a person "
+                             f"(default {SampleStyle.occluders})")
     action.add_argument("--download", choices=("coco",),
                         help="download COCO 2017 from the official server and unpack it into --root "
                              "(resumes after a cut; running it again skips what is done)")
@@ -555,9 +562,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         start = time.perf_counter()
         with cli_errors():
             check_sample_target(args.sample, args.force)
+        style = SampleStyle(args.max_people, tuple(args.scale), args.occluders)
         try:
-            root = make_sample_dataset(args.sample, images=args.images, seed=args.seed, val_images=args.val_images,
-                                       keypoint_set=SAMPLE_SETS[args.keypoints])
+            with cli_errors():
+                root = make_sample_dataset(args.sample, images=args.images, seed=args.seed, val_images=args.val_images,
+                                           keypoint_set=SAMPLE_SETS[args.keypoints], style=style)
         except OSError as e:
             raise SystemExit(f"error: cannot write the sample dataset to {args.sample}: {e.strerror or e}") from None
         counts = []

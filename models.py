@@ -28,6 +28,7 @@ from torchvision.models.detection.backbone_utils import _mobilenet_extractor, _r
 from torchvision.models.detection.keypoint_rcnn import KeypointRCNNHeads, KeypointRCNNPredictor
 from torchvision.models.resnet import BasicBlock, Bottleneck
 from torchvision.ops import FrozenBatchNorm2d, MultiScaleRoIAlign, misc
+from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork, LastLevelMaxPool
 
 from keypoints import COCO17, KeypointSet, check_same
 from utils import NUM_KEYPOINTS, UserError, image_side
@@ -57,6 +58,11 @@ DEFAULT_KEYPOINT_HEAD: tuple[int, ...] = (512,) * 8
 KEYPOINT_PREDICTOR = "roi_heads.keypoint_predictor."  # the weight names of the last, per-keypoint layer
 
 
+# torchvision's FPN width, which the RPN and both heads take in; 128 or 64 make all of them
+# cheaper, about 2x faster CPU training of a ResNet-18 model at 160 px (docs/demo.md).
+DEFAULT_FPN_CHANNELS = 256
+
+
 class WeightsError(UserError):
     pass
 
@@ -81,6 +87,7 @@ def model_config(
     max_size: int = DEFAULT_MAX_SIZE,
     frozen_bn: bool = True,
     keypoint_head: Sequence[int] | None = None,
+    fpn_channels: int = DEFAULT_FPN_CHANNELS,
 ) -> dict[str, Any]:
     """The settings that rebuild a model; stored in our full checkpoints (plain types only),
     the keypoint set included (num_keypoints, keypoint_names, skeleton, flip_index)."""
@@ -92,6 +99,7 @@ def model_config(
         "max_size": int(max_size),
         "frozen_bn": bool(frozen_bn),
         "keypoint_head": [int(c) for c in (keypoint_head or DEFAULT_KEYPOINT_HEAD)],
+        "fpn_channels": int(fpn_channels),
     }
 
 
@@ -105,6 +113,7 @@ def build_model(
     frozen_bn: bool | None = None,
     keypoint_head: Sequence[int] | None = None,
     new_keypoint_predictor: bool = False,
+    fpn_channels: int = DEFAULT_FPN_CHANNELS,
     **kwargs: Any,
 ):
     """A torchvision Keypoint R-CNN with an FPN on `backbone`.
@@ -118,7 +127,8 @@ def build_model(
 
     BatchNorm is frozen (torchvision's choice) when starting from pretrained weights, and
     trained when starting from scratch, where frozen identity statistics would not train.
-    `keypoint_head` lists the conv widths of the keypoint head (default: torchvision's 8 x 512).
+    `keypoint_head` lists the conv widths of the keypoint head (default: torchvision's 8 x 512);
+    `fpn_channels` is the FPN's width, the input of the RPN and both heads (ResNets only).
     """
     if backbone not in BACKBONES:
         raise UserError(f"--backbone {backbone!r}: choose one of {', '.join(BACKBONES)}")
@@ -137,8 +147,11 @@ def build_model(
     custom_head = keypoint_head != DEFAULT_KEYPOINT_HEAD
     if custom_head and weights == "coco":
         raise UserError("--weights coco needs torchvision's keypoint head (8 x 512)")
+    if fpn_channels != DEFAULT_FPN_CHANNELS and (weights == "coco" or not backbone.startswith("resnet")):
+        raise UserError(f"--fpn-channels {fpn_channels}: only torchvision's {DEFAULT_FPN_CHANNELS} with "
+                        "--weights coco or a mobilenet backbone")
     if custom_head:
-        kwargs["keypoint_head"] = KeypointRCNNHeads(256, keypoint_head)  # FPN channels in
+        kwargs["keypoint_head"] = KeypointRCNNHeads(fpn_channels, keypoint_head)  # FPN channels in
         kwargs["keypoint_predictor"] = KeypointRCNNPredictor(keypoint_head[-1], num_keypoints)
         del kwargs["num_keypoints"]  # KeypointRCNN refuses it next to a predictor
 
@@ -153,7 +166,8 @@ def build_model(
             model.roi_heads.keypoint_predictor = KeypointRCNNPredictor(keypoint_head[-1], num_keypoints)
         return model
 
-    model = _build_from_backbone(backbone, weights == "imagenet", norm_layer, trainable_layers, **kwargs)
+    model = _build_from_backbone(backbone, weights == "imagenet", norm_layer, trainable_layers, fpn_channels,
+                                 **kwargs)
     if local_path:
         state_dict, _ = load_weights(weights)
         if new_keypoint_predictor:
@@ -165,7 +179,7 @@ def build_model(
 
 
 def _build_from_backbone(backbone: str, imagenet: bool, norm_layer: type, trainable_layers: int,
-                         **kwargs: Any) -> KeypointRCNN:
+                         fpn_channels: int = DEFAULT_FPN_CHANNELS, **kwargs: Any) -> KeypointRCNN:
     """KeypointRCNN on an FPN over `backbone`, ImageNet-initialised or random."""
     backbone_weights = {
         "resnet18": ResNet18_Weights.IMAGENET1K_V1, "resnet34": ResNet34_Weights.IMAGENET1K_V1,
@@ -176,6 +190,10 @@ def _build_from_backbone(backbone: str, imagenet: bool, norm_layer: type, traina
         if backbone.startswith("resnet"):
             body = getattr(resnet, backbone)(weights=backbone_weights, norm_layer=norm_layer)
             features = _resnet_fpn_extractor(body, min(trainable_layers, 5))
+            if fpn_channels != DEFAULT_FPN_CHANNELS:
+                features.fpn = FeaturePyramidNetwork([b[0].in_channels for b in features.fpn.inner_blocks],
+                                                     fpn_channels, extra_blocks=LastLevelMaxPool())
+                features.out_channels = fpn_channels
             model = KeypointRCNN(features, num_classes=2, **kwargs)
         else:
             body = mobilenet_v3_large(weights=backbone_weights, norm_layer=norm_layer)
@@ -352,10 +370,11 @@ def load_model(
         max_size=max_size or found["max_size"] or DEFAULT_MAX_SIZE,
         frozen_bn=found["frozen_bn"],
         keypoint_head=found["keypoint_head"],
+        fpn_channels=found["fpn_channels"],
     )
     model = build_model(config["backbone"], "none", config["num_keypoints"], config["min_size"],
                         config["max_size"], frozen_bn=config["frozen_bn"],
-                        keypoint_head=config["keypoint_head"], **kwargs)
+                        keypoint_head=config["keypoint_head"], fpn_channels=config["fpn_channels"], **kwargs)
     apply_state_dict(model, state_dict, source=str(weights))
     return model.eval(), config
 
@@ -393,6 +412,7 @@ def settings_from_weights(state_dict: dict[str, torch.Tensor], saved: dict | Non
         # Trained BatchNorm layers carry a step counter; frozen ones (torchvision's) do not.
         "frozen_bn": bool(saved.get("frozen_bn", not any(k.endswith("num_batches_tracked") for k in state_dict))),
         "keypoint_head": saved.get("keypoint_head") or guess_keypoint_head(state_dict),
+        "fpn_channels": saved.get("fpn_channels") or guess_fpn_channels(state_dict),
     }
 
 
@@ -409,6 +429,12 @@ def guess_keypoint_head(state_dict: dict[str, torch.Tensor]) -> list[int]:
         if m and value.ndim == 4:
             convs[int(m.group(1))] = int(value.shape[0])
     return [convs[i] for i in sorted(convs)] or list(DEFAULT_KEYPOINT_HEAD)
+
+
+def guess_fpn_channels(state_dict: dict[str, torch.Tensor]) -> int:
+    """The FPN's width, read off its first output conv (torchvision's 256 when there is none)."""
+    conv = state_dict.get("backbone.fpn.layer_blocks.0.0.weight")
+    return int(conv.shape[0]) if conv is not None else DEFAULT_FPN_CHANNELS
 
 
 def _keypoints_in(state_dict: dict[str, torch.Tensor]) -> int:

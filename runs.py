@@ -24,8 +24,8 @@ BEST_CHECKPOINT = "best.pth"
 # The files of a run: a folder holding one is not written over by a new run.
 RUN_FILE_PATTERN = re.compile(r"^(last\.pth|best\.pth|e\d+_b\d+_lr[^_]+_m[^_]+\.(pth|json|png))$")
 # On --resume these must match the checkpoint: they shape the model, the optimizer or the data order.
-FIXED_ON_RESUME = ("backbone", "keypoint_head", "trainable_layers", "box_batch_size_per_image", "weights",
-                   "batch_size", "lr", "momentum", "weight_decay", "seed")
+FIXED_ON_RESUME = ("backbone", "keypoint_head", "fpn_channels", "trainable_layers", "box_batch_size_per_image",
+                   "weights", "batch_size", "optimizer", "lr", "momentum", "weight_decay", "seed")
 
 
 def run_paths(output_dir: str | os.PathLike, weights_name: str) -> dict[str, Path]:

@@ -10,6 +10,7 @@ import colorsys
 import json
 import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -362,7 +363,21 @@ def _draw_figure(painter: _Painter, fig: dict, scale: float, origin: np.ndarray,
     return min(xs), min(ys), max(xs), max(ys)
 
 
-def _sample_image(rng: np.random.Generator) -> tuple[Image.Image, list[dict]]:
+@dataclass(frozen=True)
+class SampleStyle:
+    """What the generated images look like: people per image (1..max_people, fewer more often),
+    their height as a fraction of the image height (log-uniform in `scale`), and how often
+    something stands in front of one of them (`occluders`). The defaults are the varied set the
+    tests use; fewer, larger, unoccluded people teach a from-scratch model faster (docs/demo.md)."""
+    max_people: int = 3
+    scale: tuple[float, float] = (0.3, 1.25)
+    occluders: float = 0.35
+
+
+_PEOPLE_P = (0.45, 0.35, 0.2, 0.1, 0.05)  # relative chance of 1, 2, 3... people
+
+
+def _sample_image(rng: np.random.Generator, style: SampleStyle = SampleStyle()) -> tuple[Image.Image, list[dict]]:
     """One synthetic image and its person annotations (without ids)."""
     long_side = int(rng.integers(320, 481))
     short_side = int(round(long_side / rng.uniform(1.0, 1.8)))
@@ -371,8 +386,10 @@ def _sample_image(rng: np.random.Generator) -> tuple[Image.Image, list[dict]]:
     painter = _Painter(image)
 
     # Smaller people are further away: draw them first so nearer ones may cover them.
-    scales = sorted(height * math.exp(rng.uniform(math.log(0.3), math.log(1.25)))
-                    for _ in range(int(rng.choice([1, 2, 3], p=[0.45, 0.35, 0.2]))))
+    p = np.array(_PEOPLE_P[:style.max_people])
+    lo, hi = (math.log(v) for v in style.scale)
+    scales = sorted(height * math.exp(rng.uniform(lo, hi))
+                    for _ in range(int(rng.choice(np.arange(1, style.max_people + 1), p=p / p.sum()))))
     people = []
     for label, scale in enumerate(scales, start=1):
         fig = _figure(rng)
@@ -391,7 +408,7 @@ def _sample_image(rng: np.random.Generator) -> tuple[Image.Image, list[dict]]:
         extent = _draw_figure(painter, fig, scale, origin, _palette(rng), label)
         people.append({"fig": fig, "scale": scale, "origin": origin, "label": label, "extent": extent})
 
-    if people and rng.random() < 0.35:  # something in front of one person: a table, a wall, a pole
+    if people and rng.random() < style.occluders:  # something in front of one person: a table, a wall, a pole
         x0, y0, x1, y1 = people[int(rng.integers(len(people)))]["extent"]
         bw, bh = x1 - x0, y1 - y0
         color = _hsv(rng, (0.1, 0.7), (0.2, 0.8))
@@ -475,14 +492,15 @@ def reduce_annotation(ann: dict, indices: Sequence[int]) -> dict | None:
 
 
 def make_sample_dataset(root: str | os.PathLike, images: int = 200, seed: int = 0,
-                        val_images: int | None = None, keypoint_set: KeypointSet = COCO17) -> Path:
+                        val_images: int | None = None, keypoint_set: KeypointSet = COCO17,
+                        style: SampleStyle = SampleStyle()) -> Path:
     """Write a synthetic person-keypoint dataset in the COCO 2017 layout under `root`; returns root.
 
     `images` training images and `val_images` (default max(8, images // 5)) validation images,
-    1-3 people each, 320-480 px on the long side, portrait and landscape. Image ids are 1..images
-    for train and continue for val. Same arguments -> byte-identical files. `keypoint_set` may be
-    any subset of COCO's 17 names (such as keypoints.COCO13): the images stay the same, the
-    annotations keep those keypoints and the category lists them.
+    1-3 people each (`style`: SampleStyle), 320-480 px on the long side, portrait and landscape.
+    Image ids are 1..images for train and continue for val. Same arguments -> byte-identical files.
+    `keypoint_set` may be any subset of COCO's 17 names (such as keypoints.COCO13): the images stay
+    the same, the annotations keep those keypoints and the category lists them.
     """
     unknown = [n for n in keypoint_set.names if n not in COCO_KEYPOINT_NAMES]
     if unknown:
@@ -492,6 +510,10 @@ def make_sample_dataset(root: str | os.PathLike, images: int = 200, seed: int = 
         raise DatasetError(f"sample dataset needs at least 1 image per split, got {images} / {val_images}")
     if seed < 0:
         raise DatasetError(f"sample dataset seed must be >= 0, got {seed}")
+    if not (1 <= style.max_people <= len(_PEOPLE_P) and 0 < style.scale[0] <= style.scale[1] <= 2
+            and 0 <= style.occluders <= 1):
+        raise DatasetError(f"sample style out of range: {style} (people 1-{len(_PEOPLE_P)}, "
+                           "0 < scale low <= high <= 2, occluders 0-1)")
     root = Path(root)
     n_val = max(8, images // 5) if val_images is None else val_images
     (root / "annotations").mkdir(parents=True, exist_ok=True)
@@ -503,7 +525,7 @@ def make_sample_dataset(root: str | os.PathLike, images: int = 200, seed: int = 
         for i in range(count):
             # One generator per image: image i is the same whatever the total count.
             rng = np.random.default_rng([seed, split_index, i])
-            image, anns = _sample_image(rng)
+            image, anns = _sample_image(rng, style)
             image_id = next_image_id
             next_image_id += 1
             file_name = f"{image_id:012d}.jpg"

@@ -33,7 +33,6 @@ loss_box_reg, loss_keypoint, loss_objectness, loss_rpn_box_reg), and the current
 from __future__ import annotations
 
 import argparse
-import bisect
 import math
 import os
 import time
@@ -54,6 +53,7 @@ import runs
 import utils
 from dataset import (CocoKeypoints, DatasetError, coco_paths, collate_fn, create_aspect_ratio_groups, epoch_batches,
                      get_transforms, has_person_keypoints)
+from optim import lr_factor, make_optimizer
 
 LOSS_NAMES = ("loss_classifier", "loss_box_reg", "loss_keypoint", "loss_objectness", "loss_rpn_box_reg")
 SHORT_LOSS_NAMES = ("cls", "box", "kp", "obj", "rpn")
@@ -95,6 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--max-size", type=utils.image_side, default=models.DEFAULT_MAX_SIZE, help="longer image side at most")
     g.add_argument("--keypoint-head", type=utils.keypoint_head_arg, default="512x8", metavar="WxD",
                    help="keypoint head convs: torchvision's 512x8, or lighter (128x4 trains ~4x faster on CPU)")
+    g.add_argument("--fpn-channels", type=utils.positive_int, default=models.DEFAULT_FPN_CHANNELS, metavar="C",
+                   help="FPN width, the RPN's and heads' input too (ResNets; 128: about 2x faster on a CPU)")
     g.add_argument("--trainable-layers", type=utils.nonnegative_int, default=None,
                    help="backbone stages to train (default: 3 from pretrained weights, all from scratch)")
     g.add_argument("--box-batch-size-per-image", type=utils.positive_int, default=512,
@@ -103,16 +105,20 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("optimisation")
     g.add_argument("--epochs", type=utils.positive_int, default=DEFAULT_EPOCHS, help="epochs to train")
     g.add_argument("-b", "--batch-size", type=utils.positive_int, default=DEFAULT_BATCH_SIZE, help="total batch over all processes")
+    g.add_argument("--optimizer", default="sgd", choices=("sgd", "adamw"), help="sgd (torchvision's) or adamw (docs/demo.md)")
     g.add_argument("--lr", type=utils.positive_float, default=LR_PER_IMAGE * DEFAULT_BATCH_SIZE,
-                   help=f"SGD learning rate for the total batch; scale it with -b: {LR_PER_IMAGE} x b (default "
+                   help=f"peak learning rate for the total batch (SGD); scale it with -b: {LR_PER_IMAGE} x b (default "
                         f"{LR_PER_IMAGE * DEFAULT_BATCH_SIZE:g} for -b {DEFAULT_BATCH_SIZE}; torchvision's recipe: half that)")
-    g.add_argument("--momentum", type=utils.momentum, default=0.9, help="SGD momentum")
+    g.add_argument("--momentum", type=utils.momentum, default=0.9, help="SGD momentum (AdamW: beta1)")
     g.add_argument("--weight-decay", type=utils.nonnegative_float, default=1e-4, help="SGD weight decay")
+    g.add_argument("--schedule", default="step", choices=("step", "cosine"), help="after the warm-up: step or cosine to 0")
     g.add_argument("--milestones", type=utils.positive_int, nargs="*", default=list(DEFAULT_MILESTONES),
-                   help="epochs after which the lr is multiplied by --gamma, each below --epochs; none: constant lr")
+                   help="step schedule: epochs after which the lr is multiplied by --gamma, each below --epochs; "
+                        "none: constant lr")
     g.add_argument("--gamma", type=utils.positive_float, default=0.1, help="lr factor at each milestone")
     g.add_argument("--warmup-iters", type=utils.nonnegative_int, default=1000, help="iterations of linear lr warm-up (0: none)")
     g.add_argument("--warmup-factor", type=utils.positive_float, default=0.001, help="lr factor at the first warm-up iteration")
+    g.add_argument("--clip-grad", type=utils.nonnegative_float, default=0.0, metavar="NORM", help="gradient norm clip (0: off)")
     g.add_argument("--amp", action="store_true", help="mixed precision (CUDA only)")
 
     g = p.add_argument_group("run")
@@ -153,7 +159,7 @@ def check_args(args: argparse.Namespace, world_size: int) -> None:
     if args.batch_size % world_size:
         raise utils.UserError(f"--batch-size {args.batch_size} is the total over {world_size} processes "
                               "and must be divisible by it")
-    late = [m for m in args.milestones if m >= args.epochs]
+    late = [m for m in args.milestones if m >= args.epochs] if args.schedule == "step" else []
     if late:
         raise utils.UserError(f"--milestones {' '.join(map(str, args.milestones))}: a decay after epoch {late[0]} never "
                               f"happens in a run of --epochs {args.epochs}; pass --milestones below it (none: constant lr)")
@@ -205,18 +211,6 @@ def build_datasets(args: argparse.Namespace):
 # --------------------------------------------------------------------------------------
 # Schedule, interrupts, checkpoints
 # --------------------------------------------------------------------------------------
-def lr_factor(iters_per_epoch: int, milestones: Sequence[int], gamma: float, warmup_iters: int,
-              warmup_factor: float) -> Callable[[int], float]:
-    """lr multiplier at iteration `it` (counted from 0 over the whole run): linear warm-up, then
-    x gamma at each milestone epoch. One per-iteration schedule, so its state is one counter."""
-    milestone_iters = sorted(m * iters_per_epoch for m in milestones)
-
-    def factor(it: int) -> float:
-        warm = warmup_factor + (1 - warmup_factor) * it / warmup_iters if it < warmup_iters else 1.0
-        return warm * gamma ** bisect.bisect_right(milestone_iters, it)
-    return factor
-
-
 @dataclass
 class Progress:
     """Where the run stands: `epoch` epochs done, `step` batches of the next one done."""
@@ -235,9 +229,9 @@ def save_log(path: Path, args, config: dict, history: list[dict]) -> None:
 # --------------------------------------------------------------------------------------
 def train_one_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler, scaler: torch.amp.GradScaler,
                     loader, device: torch.device, progress: Progress, epochs: int, iters_per_epoch: int,
-                    world_size: int, show: bool, checkpoint_path: Path) -> None:
-    """Train over `loader`, updating `progress` after every completed step. `checkpoint_path` is
-    only named in the message of a non-finite loss."""
+                    world_size: int, show: bool, checkpoint_path: Path, clip_grad: float = 0.0) -> None:
+    """Train over `loader`, updating `progress` after every completed step, with the gradient norm
+    clipped to `clip_grad` (0: not). `checkpoint_path` is only named in the message of a non-finite loss."""
     model.train()
     use_amp = scaler.is_enabled()
     bar = tqdm(loader, total=iters_per_epoch, initial=progress.step, disable=not show, dynamic_ncols=True,
@@ -256,6 +250,9 @@ def train_one_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, sc
         loss = sum(loss_dict[k] for k in LOSS_NAMES)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
+        if clip_grad:
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad)
         with utils.interrupts_held():
             progress.lr = optimizer.param_groups[0]["lr"]
             scaler.step(optimizer)
@@ -356,6 +353,8 @@ def settle_model_settings(args: argparse.Namespace, resume_ckpt: dict | None) ->
             args.backbone = saved["backbone"] or args.backbone
         if "keypoint_head" not in args.explicit:
             args.keypoint_head = saved["keypoint_head"]
+        if "fpn_channels" not in args.explicit:
+            args.fpn_channels = saved["fpn_channels"]
         frozen_bn = saved["frozen_bn"]
     if args.trainable_layers is None:  # torchvision: 3 stages from pretrained weights, all from scratch
         args.trainable_layers = 3 if frozen_bn else (6 if args.backbone.startswith("mobilenet") else 5)
@@ -392,17 +391,19 @@ def build_run(args: argparse.Namespace, frozen_bn: bool, resumed: bool, iters_pe
                              min_size=args.min_size, max_size=args.max_size,
                              trainable_layers=args.trainable_layers, frozen_bn=frozen_bn,
                              keypoint_head=args.keypoint_head, new_keypoint_predictor=new_predictor,
-                             box_batch_size_per_image=args.box_batch_size_per_image)
-    config = models.model_config(args.backbone, kp_set, args.min_size, args.max_size, frozen_bn, args.keypoint_head)
+                             fpn_channels=args.fpn_channels, box_batch_size_per_image=args.box_batch_size_per_image)
+    config = models.model_config(args.backbone, kp_set, args.min_size, args.max_size, frozen_bn, args.keypoint_head,
+                                 args.fpn_channels)
     net.to(device)
     model = net
     if info.distributed:
         model = torch.nn.parallel.DistributedDataParallel(
             net, device_ids=[device.index] if device.type == "cuda" else None)
     params = [p for p in net.parameters() if p.requires_grad]
-    optimizer = torch.optim.SGD(params, lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay)
+    optimizer = make_optimizer(params, args)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(
-        iters_per_epoch, args.milestones, args.gamma, args.warmup_iters, args.warmup_factor))
+        iters_per_epoch, args.milestones, args.gamma, args.warmup_iters, args.warmup_factor,
+        args.epochs * iters_per_epoch if args.schedule == "cosine" else 0))
     scaler = torch.amp.GradScaler(device.type, enabled=args.amp and device.type == "cuda")
     return Run(model, net, optimizer, scheduler, scaler, config)
 
@@ -559,7 +560,7 @@ def train(args: argparse.Namespace, info: utils.DistInfo, device: torch.device) 
                                 collate_fn=collate_fn, pin_memory=device.type == "cuda")
             train_one_epoch(run.model, run.optimizer, run.scheduler, run.scaler, loader, device, run.progress,
                             args.epochs, data.iters_per_epoch, info.world_size, show=info.is_main,
-                            checkpoint_path=paths["last"])
+                            checkpoint_path=paths["last"], clip_grad=args.clip_grad)
             log(finish_epoch(run, data, args, epoch, started, info, device, paths))
     except KeyboardInterrupt:
         where = save_stopped_run(run, data, args, info, paths)

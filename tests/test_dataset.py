@@ -27,7 +27,7 @@ from dataset import (
 )
 from conftest import flag_error
 from keypoints import COCO17
-from sample_data import make_sample_dataset
+from sample_data import SampleStyle, make_sample_dataset
 from utils import COCO_KEYPOINT_NAMES, COCO_PERSON_CATEGORY, DatasetError, coco_paths
 
 KEYPOINT_FLIP_INDEX = COCO17.flip_index
@@ -476,6 +476,18 @@ def test_sample_dataset_is_deterministic(tmp_path):
     assert files_a == files_b
     assert files_a.keys() == files_c.keys()
     assert all(files_a[k] != files_c[k] for k in files_a)
+
+
+def test_sample_style_sets_people_per_image_size_and_occluders(tmp_path):
+    root = make_sample_dataset(tmp_path / "s", images=12, val_images=2, style=SampleStyle(1, (0.8, 0.9), 0.0))
+    data = json.loads(coco_paths(root, "train")[1].read_text())
+    per_image = Counter(a["image_id"] for a in data["annotations"])
+    assert set(per_image.values()) == {1} and len(per_image) == 12
+    heights = {i["id"]: i["height"] for i in data["images"]}
+    # Box height / image height: the figure's scale, less what a pose folds away or the border cuts.
+    assert all(0.5 < a["bbox"][3] / heights[a["image_id"]] <= 1.0 for a in data["annotations"])
+    with pytest.raises(DatasetError, match="sample style out of range"):
+        make_sample_dataset(tmp_path / "bad", images=1, style=SampleStyle(0))
 
 
 def test_sample_dataset_is_valid_coco(sample_root):

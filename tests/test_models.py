@@ -52,6 +52,20 @@ def test_loader_accepts_raw_ddp_and_full_checkpoints(tmp_path):
         assert all(torch.equal(rebuilt.state_dict()[k], state[k]) for k in state)
 
 
+def test_narrow_fpn_is_rebuilt_from_a_plain_state_dict(tmp_path):
+    model = tiny_model(fpn_channels=32).eval()
+    state = model.state_dict()
+    assert state["backbone.fpn.layer_blocks.0.0.weight"].shape[0] == 32
+    assert state["roi_heads.keypoint_head.0.weight"].shape[1] == 32  # the heads take the FPN's width
+    torch.save(state, tmp_path / "raw.pth")
+    rebuilt, used = models.load_model(str(tmp_path / "raw.pth"), min_size=160, max_size=256)
+    assert used["fpn_channels"] == 32 and used["keypoint_head"] == TINY_HEAD
+    assert all(torch.equal(rebuilt.state_dict()[k], state[k]) for k in state)
+    assert models.guess_fpn_channels(tiny_model().state_dict()) == models.DEFAULT_FPN_CHANNELS
+    with pytest.raises(utils.UserError, match="--fpn-channels"):
+        models.build_model("mobilenet_v3_large", "none", fpn_channels=64)
+
+
 def test_loader_refuses_pickled_code_and_garbage(tmp_path):
     class Evil:
         def __reduce__(self):

@@ -103,6 +103,23 @@ def test_help_states_the_lr_rule_for_the_batch(capsys):
     assert train.LR_PER_IMAGE * train.parse_args([]).batch_size == train.parse_args([]).lr
 
 
+def test_lr_schedule_warmup_then_cosine():
+    factor = train.lr_factor(10, [2], 0.1, warmup_iters=4, warmup_factor=0.5, cosine_iters=24)
+    assert factor(0) == pytest.approx(0.5)
+    assert factor(4) == 1.0                            # warm-up over: the cosine starts at 1
+    assert factor(14) == pytest.approx(0.5)            # half way from iteration 4 to 24; milestones ignored
+    assert factor(24) == factor(30) == pytest.approx(0.0)
+    assert factor(10) > factor(11) > factor(12)
+
+
+def test_optimizer_flag():
+    params = [torch.nn.Parameter(torch.zeros(2))]
+    assert isinstance(train.make_optimizer(params, train.parse_args([])), torch.optim.SGD)
+    adamw = train.make_optimizer(params, train.parse_args(["--optimizer", "adamw", "--lr", "0.001"]))
+    assert isinstance(adamw, torch.optim.AdamW) and adamw.param_groups[0]["lr"] == 0.001
+    assert adamw.param_groups[0]["betas"] == (0.9, 0.999)
+
+
 @pytest.mark.parametrize("flags, message", [
     (["--data-root", "{tmp}/missing"], "not found; get COCO with `python dataset.py --download coco`, or make a "
                                        "sample set with `python dataset.py --sample sample`"),
@@ -122,6 +139,8 @@ def test_bad_input_is_one_line(sample_root, tmp_path, flags, message):
     (["--lr", "nan"], "argument --lr: 'nan': expected a finite number above 0"),
     (["--momentum", "-0.1"], "argument --momentum"),
     (["--weight-decay", "-1"], "argument --weight-decay"),
+    (["--clip-grad", "-1"], "argument --clip-grad"),
+    (["--fpn-channels", "0"], "argument --fpn-channels"),
     (["--flip-prob", "2"], "argument --flip-prob"),
     (["--gamma", "0"], "argument --gamma"),
     (["--milestones", "-3"], "argument --milestones"),
