@@ -1,7 +1,7 @@
 """The optimiser and the learning-rate schedule train.py uses.
 
-  * `make_optimizer`: SGD with momentum (torchvision's recipe) or AdamW, which trains a model
-    from scratch much faster on a CPU budget (docs/demo.md);
+  * `make_optimizer`: SGD with momentum (torchvision's recipe) or AdamW, which got further than
+    SGD in the same steps when training the demo's model from scratch (docs/demo.md);
   * `lr_factor`: one per-iteration lr multiplier, a linear warm-up followed by steps at
     milestone epochs or by a half cosine down to 0, so a schedule's state is one counter.
 """
