@@ -20,7 +20,7 @@ from tqdm import tqdm
 from dataset import collate_fn
 from keypoints import COCO17, KeypointSet, keypoint_set_of
 from models import at_inference_size
-from utils import UserError, all_gather_objects, oks_sigmas_arg
+from utils import UserError, all_gather_objects, autocast, oks_sigmas_arg
 
 # COCOeval's `stats`, in order.
 BBOX_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
@@ -113,7 +113,7 @@ def outputs_to_coco_results(outputs: Iterable[dict[str, torch.Tensor]], image_id
 
 
 @torch.inference_mode()
-def predict(model: torch.nn.Module, loader: Iterable, device: torch.device, amp: bool = False,
+def predict(model: torch.nn.Module, loader: Iterable, device: torch.device, precision: str = "fp32",
             progress: bool = True, desc: str = "predict", category_id: int = 1) -> tuple[list[dict[str, Any]], list[int]]:
     """Run `model` over a loader of (images, targets) batches.
 
@@ -123,10 +123,9 @@ def predict(model: torch.nn.Module, loader: Iterable, device: torch.device, amp:
     model.eval()
     results: list[dict[str, Any]] = []
     image_ids: list[int] = []
-    autocast = torch.autocast(device.type, enabled=amp and device.type == "cuda")
     for images, targets in tqdm(loader, desc=desc, disable=not progress, dynamic_ncols=True):
         images = [img.to(device, non_blocking=True) for img in images]
-        with autocast:
+        with autocast(device, precision):  # fp32: off; bf16, fp16: autocast (utils.select_precision)
             outputs = model(images)
         ids = [int(t["image_id"]) for t in targets]
         results.extend(outputs_to_coco_results(outputs, ids, category_id))
@@ -245,13 +244,13 @@ def _batch_shard(length: int, batch_size: int, rank: int, world_size: int) -> li
 
 
 def evaluate_dataset(model: torch.nn.Module, dataset, device: torch.device, batch_size: int = TEST_BATCH_SIZE,
-                     workers: int = 2, amp: bool = False, verbose: bool = True, desc: str = "eval",
+                     workers: int = 2, precision: str = "fp32", verbose: bool = True, desc: str = "eval",
                      sigmas: list[float] | dict[str, float] | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Predict over `dataset` (a CocoKeypoints or a Subset of one) and run COCOeval.
 
     The one evaluation of test.py and of train.py's epochs: the model runs at its inference size
     (`at_inference_size`: the largest of its training sizes, where test.py loads its checkpoint),
-    `batch_size` images per pass and process, float32 unless `amp`. With the defaults, these are
+    `batch_size` images per pass and process, in `precision` (float32 by default). With the defaults, these are
     the numbers test.py prints for the model's checkpoint.
 
     Under torchrun every rank predicts its own shard and rank 0 merges and evaluates; other
@@ -266,8 +265,8 @@ def evaluate_dataset(model: torch.nn.Module, dataset, device: torch.device, batc
     loader = DataLoader(shard, batch_size=batch_size, shuffle=False, num_workers=workers,
                         collate_fn=collate_fn, pin_memory=device.type == "cuda")
     with at_inference_size(model):
-        results, image_ids = predict(model, loader, device, amp=amp, progress=verbose and rank == 0, desc=desc,
-                                     category_id=base.category_id)
+        results, image_ids = predict(model, loader, device, precision=precision, progress=verbose and rank == 0,
+                                     desc=desc, category_id=base.category_id)
     gathered = all_gather_objects((results, image_ids))
     if rank != 0:
         return {}, []

@@ -71,8 +71,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     model = parser.add_argument_group("model")
     models.add_model_flags(model, "; smaller is faster (e.g. 480 for a webcam on a CPU)")
     model.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    models.add_precision_flag(model, cuda_default="fp16")
     model.add_argument("--half", action=argparse.BooleanOptionalAction, default=None,
-                       help="float16 autocast, CUDA only (default: on with CUDA)")
+                       help="--half is --precision fp16 (CUDA only), --no-half is --precision fp32")
     utils.add_max_image_pixels_flag(model)
 
     draw = parser.add_argument_group("drawing")
@@ -120,24 +121,29 @@ def run(args: argparse.Namespace) -> None:
     device = utils.select_device(args.device)
     if args.half and device.type != "cuda":
         raise utils.UserError(f"--half needs a CUDA device (device is {device}); leave it out on the CPU")
-    half = device.type == "cuda" if args.half is None else args.half
+    spec = args.precision if args.half is None else ("fp16" if args.half else "fp32")
+    if args.half is not None and args.precision not in ("auto", spec):
+        raise utils.UserError(f"--{'' if args.half else 'no-'}half means --precision {spec}; "
+                              f"it contradicts --precision {args.precision}")
+    precision = utils.select_precision(spec, device, cuda_default="fp16")
     # Check the source before the (slow) model load, so that a typo fails at once.
     capture = open_stream(args.camera) if args.camera is not None else None
     files, several = list_files(args.file) if args.file is not None else ([], False)
     try:
-        model = load_detector(args, device, half)
+        model = load_detector(args, device, precision, spec)
     except BaseException:
         if capture is not None:
             capture.release()
         raise
     show = decide_show(args.show)
     if capture is not None:
-        run_live(model, device, half, capture, args, show)
+        run_live(model, device, precision, capture, args, show)
     else:
-        run_files(model, device, half, files, several, args, show)
+        run_files(model, device, precision, files, several, args, show)
 
 
-def load_detector(args: argparse.Namespace, device: torch.device, half: bool) -> torch.nn.Module:
+def load_detector(args: argparse.Namespace, device: torch.device, precision: str = "fp32",
+                  spec: str = "auto") -> torch.nn.Module:
     """The model of --weights, once, in eval mode on `device`, dropping persons below --score-thresh.
     Its keypoint set (names, skeleton) goes into `args.keypoint_set`, for the drawing and the JSON."""
     weights, how = runs.resolve_weights(args.weights)
@@ -147,13 +153,10 @@ def load_detector(args: argparse.Namespace, device: torch.device, half: bool) ->
                                       rpn_post_nms_top_n_test=args.proposals, box_score_thresh=args.score_thresh,
                                       box_detections_per_img=args.max_persons)
     args.keypoint_set = keypoints.KeypointSet.from_config(config)
-    models.fold_batchnorm(model)  # exact for inference; benchmark.py: ~1.1x on a CPU
-    model.to(device)
-    if device.type == "cpu":
-        # benchmark.py: the model alone runs ~1.15x faster with NHWC weights on a 2-thread CPU (oneDNN).
-        model.to(memory_format=torch.channels_last)
+    # BatchNorm folded, channels_last on a CPU, keypoint_decode's RoIHeads (float32 coordinates).
+    models.prepare_for_inference(model, device)
     print(f"model: {config['backbone']}, images resized to {config['min_size'][0]} (max {config['max_size']}); "
-          f"device {device}{', float16' if half else ''}; {args.keypoint_set.describe()}")
+          f"device {device}, {utils.describe_precision(precision, device, spec)}; {args.keypoint_set.describe()}")
     return model
 
 
@@ -162,17 +165,18 @@ def load_detector(args: argparse.Namespace, device: torch.device, half: bool) ->
 # --------------------------------------------------------------------------------------
 @torch.inference_mode()
 def detect_frame(model: torch.nn.Module, frame_bgr: np.ndarray, device: torch.device,
-                 half: bool = False) -> dict[str, np.ndarray]:
+                 precision: str = "fp32") -> dict[str, np.ndarray]:
     """Run the model on one BGR uint8 frame (H x W x 3, as OpenCV reads it).
 
     Returns numpy arrays: boxes (N, 4) x1 y1 x2 y2 in pixels, scores (N,), keypoints
     (N, K, 3) x, y, 1, keypoint_scores (N, K) heatmap logits. Persons come sorted by score;
-    the model's `roi_heads.score_thresh` decides which are kept.
+    the model's `roi_heads.score_thresh` decides which are kept. `precision`: fp32, or bf16 or
+    fp16 autocast (utils.select_precision).
     """
     rgb = cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2RGB)
     # uint8 crosses to the device (4x fewer bytes than float), then becomes float there.
     image = torch.from_numpy(rgb).to(device, non_blocking=True).permute(2, 0, 1).float().div_(255)
-    with torch.autocast(device.type, dtype=torch.float16, enabled=half):
+    with utils.autocast(device, precision):
         output = model([image])[0]
     return {
         "boxes": output["boxes"].float().cpu().numpy(),
@@ -182,12 +186,12 @@ def detect_frame(model: torch.nn.Module, frame_bgr: np.ndarray, device: torch.de
     }
 
 
-def process_frame(model: torch.nn.Module, frame: np.ndarray, device: torch.device, half: bool,
+def process_frame(model: torch.nn.Module, frame: np.ndarray, device: torch.device, precision: str,
                   args: argparse.Namespace) -> tuple[dict[str, np.ndarray], float]:
     """The one per-frame path of images, videos and live: detect, then draw in place.
     Returns (detections, seconds the model took)."""
     start = time.perf_counter()
-    detections = detect_frame(model, frame, device, half)
+    detections = detect_frame(model, frame, device, precision)
     model_s = time.perf_counter() - start
     # The model already dropped persons below --score-thresh (load_detector), so all are drawn.
     draw.draw_poses(frame, detections["boxes"], detections["scores"], detections["keypoints"],
@@ -228,7 +232,7 @@ def draw_speed(frame: np.ndarray, fps: float, model_ms: float) -> None:
 # --------------------------------------------------------------------------------------
 # Files: images, videos, folders, globs
 # --------------------------------------------------------------------------------------
-def run_files(model: torch.nn.Module, device: torch.device, half: bool, files: list[str], several: bool,
+def run_files(model: torch.nn.Module, device: torch.device, precision: str, files: list[str], several: bool,
               args: argparse.Namespace, show: bool) -> None:
     """Each file as an image or a video, whichever it is; in a folder or a glob the others are skipped."""
     output = Path(args.output or DEFAULT_OUTPUT)  # made when the first file is written
@@ -246,10 +250,10 @@ def run_files(model: torch.nn.Module, device: torch.device, half: bool, files: l
                 skipped.append(Path(path).name)
                 continue
             if image is not None:
-                keep_going = process_image(model, device, half, path, image, output, args, window, taken)
+                keep_going = process_image(model, device, precision, path, image, output, args, window, taken)
                 done["image"] += 1
             else:
-                keep_going = process_video(model, device, half, path, *video, output, args, window, taken)
+                keep_going = process_video(model, device, precision, path, *video, output, args, window, taken)
                 done["video"] += 1
             if not keep_going:
                 print("stopped by the user")
@@ -288,10 +292,10 @@ def output_path(source: str, output: Path, suffix: str | None = None, taken: set
     return target
 
 
-def process_image(model: torch.nn.Module, device: torch.device, half: bool, path: str, image: np.ndarray,
+def process_image(model: torch.nn.Module, device: torch.device, precision: str, path: str, image: np.ndarray,
                   output: Path, args: argparse.Namespace, window: Window | None, taken: set[Path]) -> bool:
     target = output_path(path, output, taken=taken, with_json=args.save_json)
-    detections, model_s = process_frame(model, image, device, half, args)
+    detections, model_s = process_frame(model, image, device, precision, args)
     write_image(target, image)
     h, w = image.shape[:2]
     if args.save_json:
@@ -303,7 +307,7 @@ def process_image(model: torch.nn.Module, device: torch.device, half: bool, path
     return window.show(image, wait_for_key=True) if window else True
 
 
-def process_video(model: torch.nn.Module, device: torch.device, half: bool, path: str,
+def process_video(model: torch.nn.Module, device: torch.device, precision: str, path: str,
                   capture: cv2.VideoCapture, first: np.ndarray, output: Path, args: argparse.Namespace,
                   window: Window | None, taken: set[Path]) -> bool:
     """Every frame, annotated, into `<output>/<stem>.mp4` at the input's size and fps."""
@@ -326,7 +330,7 @@ def process_video(model: torch.nn.Module, device: torch.device, half: bool, path
             while frame is not None:
                 if frame.shape[:2] != (h, w):  # a stream may change size; the file cannot
                     frame = cv2.resize(frame, (w, h))
-                detections, seconds = process_frame(model, frame, device, half, args)
+                detections, seconds = process_frame(model, frame, device, precision, args)
                 model_s += seconds
                 writer.write(frame)
                 if args.save_json:
@@ -355,7 +359,7 @@ def process_video(model: torch.nn.Module, device: torch.device, half: bool, path
 # --------------------------------------------------------------------------------------
 # Live: camera, stream, or a video played in real time
 # --------------------------------------------------------------------------------------
-def run_live(model: torch.nn.Module, device: torch.device, half: bool, capture: cv2.VideoCapture,
+def run_live(model: torch.nn.Module, device: torch.device, precision: str, capture: cv2.VideoCapture,
              args: argparse.Namespace, show: bool) -> None:
     source = args.camera
     is_file = not source.isdigit() and not is_url(source)
@@ -365,7 +369,7 @@ def run_live(model: torch.nn.Module, device: torch.device, half: bool, capture: 
         capture.release()
         raise utils.UserError(f"{'camera ' if source.isdigit() else ''}{source} gave no frames")
     # The first call is slow (memory, kernel selection); pay for it before the clock runs.
-    detect_frame(model, first, device, half)
+    detect_frame(model, first, device, precision)
     reader = LatestFrame(capture, first, pace=fps_in if is_file else 0.0).start()
     save = args.output is not None or args.save_json
     output = Path(args.output or DEFAULT_OUTPUT)
@@ -385,7 +389,7 @@ def run_live(model: torch.nn.Module, device: torch.device, half: bool, capture: 
                     print(f"warning: no new frame for {STREAM_TIMEOUT_S:g} s; stopping", file=sys.stderr)
                 break
             index, frame = item
-            detections, seconds = process_frame(model, frame, device, half, args)
+            detections, seconds = process_frame(model, frame, device, precision, args)
             now = time.perf_counter()
             # Smoothed over about ten frames, so the numbers can be read.
             blend = 0.1 if processed else 1.0

@@ -1,12 +1,16 @@
 """Heatmaps -> keypoints for every person at once, and Keypoint R-CNN inference that uses it.
 
 torchvision's `heatmaps_to_keypoints` loops over the persons in Python: each person's 56 x 56
-heatmaps are resized (bicubic) to the size of the person's box, and the argmax of each resized
-map is the keypoint. Here the same resize is written as two matrix products,
-`Wy @ heatmap @ Wx.T`, where `Wx` and `Wy` hold PyTorch's bicubic weights (A = -0.75,
-half-pixel centres, border pixels repeated) for each person's box size, so that all persons of
-similar size are decoded by one batched matmul. The keypoints equal torchvision's to float
-rounding: a keypoint can move only where two pixels of a resized heatmap tie to about 1e-6.
+heatmaps are resized (bicubic) to the size of the person's box, often hundreds of pixels a
+side, and the argmax of each resized map is the keypoint. Here no heatmap is resized whole.
+The resized map is cut into cells, the blocks of output pixels that read the same 4 x 4
+input pixels ((56 + 1)^2 cells whatever the box size); on a cell the bicubic surface is a
+polynomial whose 16 Bernstein coefficients bound it from above, and these bounds come for
+every cell of every person in one convolution. Only the few cells whose bound can reach the
+maximum are resized, exactly, with PyTorch's bicubic weights (A = -0.75, half-pixel centres,
+border pixels repeated). Where the bounds cannot single out the maximum (flat or noisy maps, as
+an untrained model's), the person goes to torchvision's loop. The keypoints and scores equal
+torchvision's to float rounding (tests/test_keypoint_decode.py).
 
 `KeypointRoIHeads` is torchvision's `RoIHeads` whose inference uses this decoding and keeps the
 numbers that locate things in float32 under a bfloat16 or float16 autocast (RPN deltas, box
@@ -17,8 +21,9 @@ from __future__ import annotations
 
 import torch
 from torchvision.models.detection.roi_heads import RoIHeads
+from torchvision.models.detection.roi_heads import heatmaps_to_keypoints as tv_heatmaps_to_keypoints
 
-# One batch of persons holds about this many float32 values of bounds or resized heatmaps (64 MiB).
+# One batch of persons holds about this many float32 values of cell bounds (64 MiB).
 MAX_VALUES_PER_BATCH = 16 * 1024 * 1024
 _CUBIC_A = -0.75  # PyTorch's (and OpenCV's) bicubic coefficient
 
@@ -37,23 +42,6 @@ def _cubic_weights(t: torch.Tensor) -> torch.Tensor:
     return torch.stack([far(t + 1), near(t), near(1 - t), far(2 - t)], dim=-1)
 
 
-def resize_matrices(in_size: int, out_sizes: torch.Tensor, out_max: int) -> torch.Tensor:
-    """For each output length n in `out_sizes` (int64, shape (P,)), the (out_max, in_size)
-    matrix of the bicubic resize from `in_size` to n samples, as `F.interpolate(mode="bicubic",
-    align_corners=False)` computes it; rows n.. are zero. Returns float32 (P, out_max, in_size)."""
-    device = out_sizes.device
-    dst = torch.arange(out_max, device=device, dtype=torch.float32)
-    scale = in_size / out_sizes.to(torch.float32)                      # (P,)
-    src = scale[:, None] * (dst[None, :] + 0.5) - 0.5                  # (P, out_max)
-    first = src.floor()
-    weights = _cubic_weights(src - first)                              # (P, out_max, 4)
-    taps = first.to(torch.int64)[..., None] + torch.arange(-1, 3, device=device)
-    taps = taps.clamp_(0, in_size - 1)                                 # repeat the border pixels
-    weights = weights * (dst[None, :] < out_sizes[:, None])[..., None]  # rows past n: zero
-    matrix = torch.zeros(len(out_sizes), out_max, in_size, device=device, dtype=torch.float32)
-    return matrix.scatter_add_(2, taps, weights)
-
-
 def _batches(cost: torch.Tensor, max_values: int) -> list[torch.Tensor]:
     """Person indices in batches of similar cost (values held per person), each batch small
     enough that its largest cost times its length stays under `max_values`."""
@@ -65,25 +53,6 @@ def _batches(cost: torch.Tensor, max_values: int) -> list[torch.Tensor]:
             batches.append([])
         batches[-1].append(i)
     return [torch.tensor(b, dtype=torch.int64, device=cost.device) for b in batches if b]
-
-
-def _resized_dense(maps: torch.Tensor, map_h: torch.Tensor, map_w: torch.Tensor) -> torch.Tensor:
-    """Each person's heatmaps resized to its (map_h, map_w), padded with -inf: (P, K, h_max, w_max)."""
-    h_max, w_max = int(map_h.max()), int(map_w.max())
-    wy = resize_matrices(maps.shape[2], map_h, h_max)
-    wx = resize_matrices(maps.shape[3], map_w, w_max)
-    resized = wy[:, None] @ maps @ wx[:, None].transpose(2, 3)
-    rows = torch.arange(h_max, device=maps.device)[None, :, None] < map_h[:, None, None]
-    cols = torch.arange(w_max, device=maps.device)[None, None, :] < map_w[:, None, None]
-    return resized.masked_fill_(~(rows & cols)[:, None], float("-inf"))
-
-
-def _argmax_dense(maps: torch.Tensor, map_h: torch.Tensor, map_w: torch.Tensor):
-    """(first maximum's row, its column, its value) of every resized heatmap, each (P, K)."""
-    flat = _resized_dense(maps, map_h, map_w).flatten(2)
-    pos = flat.argmax(dim=2)
-    w_max = int(map_w.max())
-    return torch.div(pos, w_max, rounding_mode="floor"), pos % w_max, flat.gather(2, pos[..., None])[..., 0]
 
 
 def _bernstein_taps() -> torch.Tensor:
@@ -125,12 +94,13 @@ def _groups(size_in: int, out_sizes: torch.Tensor, out_max: int):
 
 
 def _argmax_bounded(maps: torch.Tensor, map_h: torch.Tensor, map_w: torch.Tensor, cells_tried: int = 12):
-    """As `_argmax_dense`, resizing only the cells that can hold the maximum.
+    """Row, column and value of the first maximum of every resized heatmap (as torchvision's
+    argmax over it), each (P, K), resizing only the cells that can hold the maximum.
 
     A cell is the block of output pixels that read the same 4 x 4 input pixels ((S+1)^2 cells
     whatever the box size). The `cells_tried` cells with the highest bounds (`_cell_bounds`)
     are resized exactly; where another cell's bound reaches their maximum (near-ties, flat or
-    noisy maps), the person is left to `_argmax_dense`. Returns (rows, columns, values, done)
+    noisy maps), the person is left over. Returns (rows, columns, values, done)
     where `done` (P,) is False for the persons left over."""
     persons, channels, size_h, size_w = maps.shape
     device = maps.device
@@ -172,41 +142,31 @@ def heatmaps_to_keypoints(maps: torch.Tensor, rois: torch.Tensor,
 
     maps: (P, K, S, S) heatmap logits (any float dtype; decoded in float32); rois: (P, 4) boxes
     x1, y1, x2, y2 in the image's pixels. Returns (keypoints (P, K, 3) float32 as x, y, 1;
-    scores (P, K) float32, the resized heatmap's value at each keypoint)."""
-    persons, channels, size_h, size_w = maps.shape
-    device = maps.device
-    xy = torch.zeros((persons, channels, 3), dtype=torch.float32, device=device)
-    scores = torch.zeros((persons, channels), dtype=torch.float32, device=device)
+    scores (P, K) float32, the resized heatmap's value at each keypoint). Persons whose maximum
+    the cell bounds cannot single out (flat or noisy heatmaps, as an untrained model's) are
+    decoded by torchvision's own loop."""
+    persons, channels = maps.shape[:2]
     if persons == 0:
-        return xy, scores
-    rois = rois.to(torch.float32)
-    box_w = (rois[:, 2] - rois[:, 0]).clamp(min=1)
-    box_h = (rois[:, 3] - rois[:, 1]).clamp(min=1)
-    map_w = box_w.ceil().to(torch.int64)  # the resized heatmap's size, as torchvision's
-    map_h = box_h.ceil().to(torch.int64)
-    maps = maps.to(torch.float32)
-    with torch.autocast(device.type, enabled=False):  # the argmax needs float32, even under autocast
-        return _decode(maps, rois, box_w, box_h, map_w, map_h, xy, scores, max_values)
-
-
-def _decode(maps, rois, box_w, box_h, map_w, map_h, xy, scores, max_values):
-    persons, channels, size_h, size_w = maps.shape
-    device = maps.device
-    y_int = torch.zeros((persons, channels), dtype=torch.int64, device=device)
-    x_int = torch.zeros_like(y_int)
-    left = []
-    for index in _batches(torch.full_like(map_w, channels * 16 * (size_h + 1) * (size_w + 1)), max_values):
-        y, x, value, done = _argmax_bounded(maps[index], map_h[index], map_w[index])
-        y_int[index], x_int[index], scores[index] = y, x, value
-        left.append(index[~done])
-    left = torch.cat(left)
-    for index in _batches(channels * map_h[left] * map_w[left], max_values) if len(left) else []:
-        index = left[index]
-        y_int[index], x_int[index], scores[index] = _argmax_dense(maps[index], map_h[index], map_w[index])
-    # Keypoint centres back in image pixels, with torchvision's arithmetic.
-    xy[:, :, 0] = (x_int.float() + 0.5) * (box_w / map_w)[:, None] + rois[:, 0, None]
-    xy[:, :, 1] = (y_int.float() + 0.5) * (box_h / map_h)[:, None] + rois[:, 1, None]
-    xy[:, :, 2] = 1
+        return maps.new_zeros((0, channels, 3), dtype=torch.float32), maps.new_zeros((0, channels), dtype=torch.float32)
+    maps, rois = maps.float(), rois.float()
+    with torch.autocast(maps.device.type, enabled=False):  # the argmax needs float32, even under autocast
+        box_w = (rois[:, 2] - rois[:, 0]).clamp(min=1)
+        box_h = (rois[:, 3] - rois[:, 1]).clamp(min=1)
+        map_w, map_h = box_w.ceil().long(), box_h.ceil().long()  # the resized heatmap's size, as torchvision's
+        y_int = maps.new_zeros((persons, channels), dtype=torch.int64)
+        x_int, scores, left = torch.zeros_like(y_int), maps.new_zeros((persons, channels)), []
+        per_person = torch.full_like(map_w, channels * 16 * (maps.shape[2] + 1) * (maps.shape[3] + 1))
+        for index in _batches(per_person, max_values):
+            y, x, value, done = _argmax_bounded(maps[index], map_h[index], map_w[index])
+            y_int[index], x_int[index], scores[index] = y, x, value
+            left.append(index[~done])
+        # Keypoint centres back in image pixels, with torchvision's arithmetic.
+        xy = torch.stack([(x_int.float() + 0.5) * (box_w / map_w)[:, None] + rois[:, 0, None],
+                          (y_int.float() + 0.5) * (box_h / map_h)[:, None] + rois[:, 1, None],
+                          torch.ones_like(scores)], dim=2)
+        left = torch.cat(left)
+        if len(left):
+            xy[left], scores[left] = tv_heatmaps_to_keypoints(maps[left], rois[left])
     return xy, scores
 
 

@@ -73,7 +73,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                           "matches torchvision's reference and train.py's per-epoch AP")
     run.add_argument("--workers", "-j", type=utils.nonnegative_int, default=2, help="data-loading processes (default: 2)")
     run.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N; under torchrun each rank uses its own GPU")
-    run.add_argument("--amp", action="store_true", help="mixed precision on CUDA (ignored on the CPU)")
+    models.add_precision_flag(run, cuda_default="fp32")
+    run.add_argument("--amp", action="store_true", help="--precision fp16 on CUDA (ignored on the CPU)")
 
     io = parser.add_argument_group("results files")
     io.add_argument("--results", type=Path, default=None, metavar="FILE",
@@ -105,6 +106,8 @@ def run(args: argparse.Namespace) -> dict[str, dict[str, float]]:
 
     info, device = utils.init_distributed(args.device)
     try:
+        spec = requested_precision(args, device)
+        precision = utils.select_precision(spec, device, cuda_default="fp32")
         dataset = CocoKeypoints(image_dir, ann_file, train=False, max_image_pixels=args.max_image_pixels)
         if args.limit:
             dataset = Subset(dataset, range(min(args.limit, len(dataset))))
@@ -116,16 +119,16 @@ def run(args: argparse.Namespace) -> dict[str, dict[str, float]]:
         keypoints.check_same(keypoints.KeypointSet.from_config(config), data_keypoints, f"weights {weights} predict",
                              f"annotation file {ann_file}")
         coco_eval.oks_sigmas(data_keypoints, args.oks_sigmas, verbose=False)  # fails before predicting
-        model.to(device)
+        models.prepare_for_inference(model, device)
         if info.is_main:
             amp_note = " (--amp ignored: CUDA only)" if args.amp and device.type != "cuda" else ""
             print(f"model: {config['backbone']}, images resized to {config['min_size'][0]} "
-                  f"(max {config['max_size']}); device {device}{amp_note}"
-                  + (f", {info.world_size} processes" if info.distributed else ""))
+                  f"(max {config['max_size']}); device {device}, {utils.describe_precision(precision, device, spec)}"
+                  f"{amp_note}" + (f", {info.world_size} processes" if info.distributed else ""))
             print(f"data: {len(dataset)} images from {image_dir} ({ann_file}), {data_keypoints.describe()}")
         metrics, results = coco_eval.evaluate_dataset(model, dataset, device, args.batch_size, args.workers,
-                                                  amp=args.amp, verbose=info.is_main, desc="test",
-                                                  sigmas=args.oks_sigmas)
+                                                      precision=precision, verbose=info.is_main, desc="test",
+                                                      sigmas=args.oks_sigmas)
         if info.is_main:
             if args.save_results:
                 print(f"wrote {len(results)} detections to {utils.write_json(args.save_results, results, indent=None)}")
@@ -133,6 +136,15 @@ def run(args: argparse.Namespace) -> dict[str, dict[str, float]]:
         return metrics
     finally:
         utils.cleanup_distributed()
+
+
+def requested_precision(args: argparse.Namespace, device) -> str:
+    """--precision, with --amp as its old name for fp16 on CUDA (ignored on the CPU, as before)."""
+    if not args.amp or device.type != "cuda":
+        return args.precision
+    if args.precision not in ("auto", "fp16"):
+        raise utils.UserError(f"--amp means --precision fp16; it contradicts --precision {args.precision}")
+    return "fp16"
 
 
 def evaluate_results_file(path: Path, ann_file: Path, limit: int | None, save_metrics: str,

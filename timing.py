@@ -17,6 +17,8 @@ from typing import Any, Callable
 
 import torch
 
+from utils import autocast, cpu_has_fast_bf16
+
 # Targets: row name -> the largest ratio of ours to the baseline that counts as reached.
 TARGETS = {"detect: frame, end to end": 0.5, "detect: pipeline overhead": 0.10, "train: iteration": 1.0}
 
@@ -99,6 +101,7 @@ class Row:
     note: str = ""
     runs_ours: list[float] = field(default_factory=list)
     runs_baseline: list[float] = field(default_factory=list)
+    goal: float | None = None  # this row's target where it depends on the machine, else TARGETS's
 
     @property
     def ratio(self) -> float:
@@ -106,7 +109,7 @@ class Row:
 
     @property
     def target(self) -> float | None:
-        return TARGETS.get(self.name)
+        return self.goal if self.goal is not None else TARGETS.get(self.name)
 
     def to_json(self) -> dict[str, Any]:
         d = {k: getattr(self, k) for k in ("group", "name", "ours", "baseline", "baseline_label", "unit",
@@ -155,6 +158,24 @@ def describe_device(device: torch.device) -> str:
         with open("/proc/cpuinfo") as f:
             found = re.search(r"model name\s*:\s*(.+)", f.read())
             name = found.group(1).strip() if found else name
-    return f"CPU {name}, {os.cpu_count()} core(s), {torch.get_num_threads()} torch thread(s)"
+    return f"CPU {name}, {os.cpu_count()} core(s), {torch.get_num_threads()} torch thread(s); {cpu_features()}"
+
+
+def cpu_features() -> str:
+    """The CPU features that decide the inference precision, as torch sees them."""
+    caps = torch.cpu.get_capabilities() if hasattr(torch.cpu, "get_capabilities") else {}
+    names = ("avx2", "avx512_f", "avx512_bf16", "amx_bf16", "amx_fp16", "avx512_fp16")
+    found = [n for n in names if caps.get(n)] or ["unknown"]
+    return (f"features {' '.join(found)} (torch: {torch.backends.cpu.get_cpu_capability()}); "
+            f"native bfloat16: {'yes' if cpu_has_fast_bf16() else 'no'}")
+
+
+def model_only(model: torch.nn.Module, image: torch.Tensor, device: torch.device,
+               precision: str) -> Callable[[int], None]:
+    """A run of `model` alone on one image under `precision`'s autocast (for `measure`)."""
+    def go(_: int) -> None:
+        with torch.inference_mode(), autocast(device, precision):
+            model([image])
+    return go
 
 

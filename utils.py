@@ -382,8 +382,6 @@ AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 def precision_arg(value: str) -> str:
     """argparse type of --precision: auto, fp32, bf16 or fp16 (case-insensitive)."""
-    import argparse
-
     if value.lower() not in PRECISIONS:
         raise argparse.ArgumentTypeError(f"invalid choice {value!r} (choose from {', '.join(PRECISIONS)})")
     return value.lower()
@@ -423,12 +421,20 @@ def select_precision(spec: str, device: torch.device, cuda_default: str = "fp32"
     return spec
 
 
-def describe_precision(precision: str, device: torch.device) -> str:
-    """"float32", "bfloat16 autocast" ... for the line that names the weights and the device."""
+def describe_precision(precision: str, device: torch.device, spec: str = "auto") -> str:
+    """The precision for the line that names the weights and the device, with why auto chose it:
+    "bfloat16 autocast (auto: the CPU has AMX-BF16/AVX512-BF16)", "float32 (auto) ..."."""
     name = {"fp32": "float32", "bf16": "bfloat16 autocast", "fp16": "float16 autocast"}[precision]
-    if precision == "bf16" and device.type == "cpu" and not cpu_has_fast_bf16():
-        name += " (emulated: this CPU has no AMX/AVX512-BF16, slower than float32)"
-    return name
+    native = device.type != "cpu" or cpu_has_fast_bf16()
+    if spec != "auto":
+        why = f"--precision {spec}"
+        if precision == "bf16" and not native:
+            why += "; emulated: this CPU has no AMX-BF16/AVX512-BF16, slower than float32"
+    elif device.type == "cpu":
+        why = "auto: " + ("the CPU has AMX-BF16/AVX512-BF16" if native else "the CPU has no AMX-BF16/AVX512-BF16")
+    else:
+        why = f"auto on {device.type}"
+    return f"{name} ({why})"
 
 
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:

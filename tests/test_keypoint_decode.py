@@ -9,7 +9,7 @@ import torch
 from torchvision.models.detection import roi_heads as tv
 
 import keypoint_decode as kd
-import utils
+import models
 
 
 def random_boxes(n: int, largest: float, generator: torch.Generator) -> torch.Tensor:
@@ -73,7 +73,7 @@ def test_small_batches_and_other_sizes():
     """Many small batches (a small memory budget) give the same; so do 5 keypoints on 28 x 28 maps."""
     g = torch.Generator().manual_seed(2)
     maps, boxes = peaky_heatmaps(12, g), random_boxes(12, 250, g)
-    assert_same_as_torchvision(maps, boxes, max_values=200_000)
+    assert_same_as_torchvision(maps, boxes, max_values=1_000_000)
     assert_same_as_torchvision(torch.randn(4, 5, 28, 28, generator=g), random_boxes(4, 90, g))
 
 
@@ -90,19 +90,19 @@ def test_bfloat16_heatmaps_are_decoded_in_float32():
 
 @pytest.fixture(scope="module")
 def tiny_model() -> torch.nn.Module:
-    """A random ResNet-18 Keypoint R-CNN at 128 px that sends 20 boxes through a small keypoint head."""
+    """A random ResNet-18 Keypoint R-CNN at 96 px that sends 12 boxes per image through a small keypoint head."""
     torch.manual_seed(0)
-    model = utils.build_model("resnet18", "none", min_size=[128], max_size=160, keypoint_head=[16, 16],
-                              box_score_thresh=0.0, box_detections_per_img=20, rpn_post_nms_top_n_test=200)
+    model = models.build_model("resnet18", "none", min_size=[96], max_size=128, keypoint_head=[16, 16],
+                              box_score_thresh=0.0, box_detections_per_img=12, rpn_post_nms_top_n_test=100)
     return model.eval()
 
 
-def test_fast_path_decodes_peaky_maps_without_the_dense_fallback():
+def test_fast_path_decodes_peaky_maps_without_torchvisions_loop():
     g = torch.Generator().manual_seed(5)
     maps, boxes = peaky_heatmaps(10, g), random_boxes(10, 300, g)
     size = (boxes[:, 2:] - boxes[:, :2]).clamp(min=1).ceil().long()
     *_, done = kd._argmax_bounded(maps, size[:, 1], size[:, 0])
-    assert done.sum() >= 8  # noise maps (the tests above) go to the dense fallback instead
+    assert done.sum() >= 8  # noise maps (the tests above) mostly go to torchvision's loop instead
 
 
 def test_roi_heads_give_torchvision_outputs_and_keep_the_state_dict(tiny_model):
