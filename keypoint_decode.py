@@ -193,7 +193,11 @@ class KeypointRoIHeads(RoIHeads):
     def forward(self, features, proposals, image_shapes, targets=None):  # noqa: D102 (torchvision's signature)
         if self.training or not self.has_keypoint() or self.has_mask():
             return super().forward(features, proposals, image_shapes, targets)
-        # torchvision's inference path (RoIHeads.forward, eval mode), step for step.
+        # torchvision's inference path (RoIHeads.forward, eval mode), step for step, except that
+        # the feature maps become what roi_align computes on (float32, NCHW) once, not once per
+        # RoI pool: under a bfloat16 autocast or with channels_last, each pool would copy them.
+        pooled = set(self.box_roi_pool.featmap_names) | set(self.keypoint_roi_pool.featmap_names)
+        features = {k: v.float().contiguous() if k in pooled else v for k, v in features.items()}
         box_features = self.box_head(self.box_roi_pool(features, proposals, image_shapes))
         class_logits, box_regression = self.box_predictor(box_features)
         boxes, scores, labels = self.postprocess_detections(class_logits, box_regression, proposals, image_shapes)

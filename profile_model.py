@@ -14,6 +14,7 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -26,7 +27,7 @@ import torch
 import torchvision.models.detection.roi_heads as tv_roi_heads
 
 import keypoint_decode
-import utils
+import models
 
 REPO = Path(__file__).resolve().parent
 COCO_MINI_VAL = REPO.parent / "shared" / "data" / "coco-mini" / "val2017"
@@ -46,6 +47,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--ops", type=int, default=0, metavar="N",
+                        help="also print torch.profiler's N costliest operators of each config's last run")
     parser.add_argument("--configs", nargs="+", default=["fp32-nchw", "bf16-nchw", "fp32-cl", "bf16-cl", "bf16-cl-fast"],
                         help="precision-layout[-fast]; -fast: keypoint_decode's RoIHeads (vectorised decoding)")
     args = parser.parse_args(argv)
@@ -90,13 +93,13 @@ def build(args: argparse.Namespace, config: str) -> tuple[torch.nn.Module, Stage
     precision, layout, *fast = config.split("-")
     torch.manual_seed(0)
     if args.weights:
-        model, _ = utils.load_model(args.weights, None, args.min_size, None)
+        model, _ = models.load_model(args.weights, None, args.min_size, None)
     else:
-        model = utils.build_model("resnet50", "none", min_size=[args.min_size])
+        model = models.build_model("resnet50", "none", min_size=[args.min_size])
     model.eval()
     model.roi_heads.score_thresh = args.score_thresh
     model.roi_heads.detections_per_img = args.persons
-    utils.fold_batchnorm(model)
+    models.fold_batchnorm(model)
     if layout == "cl":
         model.to(memory_format=torch.channels_last)
     if fast:
@@ -124,7 +127,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, dict[str, float]]:
     if frame is None:
         raise SystemExit(f"error: cannot read image {args.image}")
     image = torch.from_numpy(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)).permute(2, 0, 1).float().div(255)
-    models = {c: build(args, c) for c in args.configs}
+    built = {c: build(args, c) for c in args.configs}
     # Heatmap decoding is a module-level function of torchvision (and of keypoint_decode): timed by wrapping it.
     decode_clock: list[StageClock] = []
     for module in (tv_roi_heads, keypoint_decode):
@@ -133,13 +136,18 @@ def main(argv: Sequence[str] | None = None) -> dict[str, dict[str, float]]:
     samples: dict[str, dict[str, list[float]]] = {c: defaultdict(list) for c in args.configs}
     for run in range(args.warmup + args.repeats):
         for config in args.configs if run % 2 == 0 else reversed(args.configs):  # a b b a: drift hits both
-            model, clock = models[config]
+            model, clock = built[config]
             clock.seconds.clear()
             decode_clock[:] = [clock]
-            with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.startswith("bf16")):
+            last = args.ops and run == args.warmup + args.repeats - 1
+            with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.startswith("bf16")), \
+                    torch.profiler.profile() if last else contextlib.nullcontext() as profiler:
                 start = time.perf_counter()
                 output = model([image])[0]
                 total = time.perf_counter() - start
+            if last:
+                print(f"{config}: costliest operators (self CPU time, one run)")
+                print(profiler.key_averages().table(sort_by="self_cpu_time_total", row_limit=args.ops))
             if run >= args.warmup:
                 for stage in STAGES:
                     samples[config][stage].append(clock.seconds.get(stage, 0.0))

@@ -6,6 +6,7 @@ CI always has it, so a skip there would hide a broken setup.
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -21,6 +22,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 import models  # noqa: E402  (these need the repo on sys.path)
+import train  # noqa: E402
 from sample_data import make_sample_dataset  # noqa: E402
 
 COCO_MINI = Path(os.environ.get("COCO_MINI", REPO.parent / "shared" / "data" / "coco-mini"))
@@ -71,6 +73,48 @@ def coco_mini() -> Path:
             pytest.fail(message + " (required under CI=true)")
         pytest.skip(message)
     return COCO_MINI
+
+
+# coco-mini train2017: one large person with 15-16 labelled keypoints each.
+OVERFIT_IMAGES = (463557, 535506)
+
+
+def overfit_data_root(coco_mini: Path, root: Path, copies: int) -> Path:
+    """A COCO layout whose val2017 is the chosen images and whose train2017 lists them `copies`
+    times under new ids (so an epoch is `copies` passes: fewer epochs, fewer checkpoint writes).
+    The image folders are links to coco-mini's train2017; nothing is copied."""
+    (root / "annotations").mkdir(parents=True)
+    for split in ("train2017", "val2017"):
+        (root / split).symlink_to(coco_mini / "train2017", target_is_directory=True)
+    data = json.loads((coco_mini / "annotations" / "person_keypoints_train2017.json").read_text())
+    images = [i for i in data["images"] if i["id"] in OVERFIT_IMAGES]
+    anns = [a for a in data["annotations"] if a["image_id"] in OVERFIT_IMAGES]
+    assert len(images) == len(OVERFIT_IMAGES)
+    val = {**data, "images": images, "annotations": anns}
+    (root / "annotations" / "person_keypoints_val2017.json").write_text(json.dumps(val))
+    offset = 10 ** 7  # above every COCO id
+    train_data = {**data,
+                  "images": [{**i, "id": k * offset + i["id"]} for k in range(1, copies + 1) for i in images],
+                  "annotations": [{**a, "id": k * offset + a["id"], "image_id": k * offset + a["image_id"]}
+                                  for k in range(1, copies + 1) for a in anns]}
+    (root / "annotations" / "person_keypoints_train2017.json").write_text(json.dumps(train_data))
+    return root
+
+
+@pytest.fixture(scope="session")
+def overfit_run(coco_mini, tmp_path_factory) -> tuple[Path, Path]:
+    """A model that has learned: train.py overfits the 2 OVERFIT_IMAGES (MobileNetV3 at 192 px,
+    4 epochs x 20 steps, no flips, COCO AP after the last epoch). Trained once per session, shared
+    by test_train.py (it learned) and test_precision.py (bfloat16 keeps its outputs).
+    Returns (data root, whose val2017 is those 2 images; the run's output folder)."""
+    tmp = tmp_path_factory.mktemp("overfit")
+    root = overfit_data_root(coco_mini, tmp / "data", copies=20)
+    model_flags = ["--device", "cpu", "--backbone", "mobilenet_v3_large", "--weights", "none", "--min-size", "192",
+                   "--max-size", "288", "--keypoint-head", "128x4", "--box-batch-size-per-image", "64", "-j", "0"]
+    train.main([*model_flags, "--data-root", str(root), "--output-dir", str(tmp / "run"), "--epochs", "4",
+                "-b", "2", "--lr", "0.02", "--warmup-iters", "20", "--milestones", "--flip-prob", "0",
+                "--eval-every", "4"])
+    return root, tmp / "run"
 
 
 @pytest.fixture(scope="session")

@@ -28,9 +28,10 @@ import keypoints
 import models
 import train
 import utils
-from conftest import REPO, flag_error, help_text, one_line_error
+from conftest import OVERFIT_IMAGES, REPO, flag_error, help_text, one_line_error
 from sample_data import make_sample_dataset
 from utils import coco_paths
+
 TINY = ["--device", "cpu", "--backbone", "resnet18", "--weights", "none", "--min-size", "128", "--max-size", "192",
         "--keypoint-head", "64x2", "--box-batch-size-per-image", "64", "--workers", "0"]
 
@@ -363,43 +364,12 @@ def test_torchrun_two_cpu_processes(sample_root, tmp_path):
 # --------------------------------------------------------------------------------------
 # Overfitting two real COCO images
 # --------------------------------------------------------------------------------------
-OVERFIT_IMAGES = (463557, 535506)  # coco-mini train2017: one large person with 15-16 labelled keypoints each
-
-
-def overfit_data_root(coco_mini: Path, root: Path, copies: int) -> Path:
-    """A COCO layout whose val2017 is the chosen images and whose train2017 lists them `copies`
-    times under new ids (so an epoch is `copies` passes: fewer epochs, fewer checkpoint writes).
-    The image folders are links to coco-mini's train2017; nothing is copied."""
-    (root / "annotations").mkdir(parents=True)
-    for split in ("train2017", "val2017"):
-        (root / split).symlink_to(coco_mini / "train2017", target_is_directory=True)
-    data = json.loads((coco_mini / "annotations" / "person_keypoints_train2017.json").read_text())
-    images = [i for i in data["images"] if i["id"] in OVERFIT_IMAGES]
-    anns = [a for a in data["annotations"] if a["image_id"] in OVERFIT_IMAGES]
-    assert len(images) == len(OVERFIT_IMAGES)
-    val = {**data, "images": images, "annotations": anns}
-    (root / "annotations" / "person_keypoints_val2017.json").write_text(json.dumps(val))
-    offset = 10 ** 7  # above every COCO id
-    train_data = {**data,
-                  "images": [{**i, "id": k * offset + i["id"]} for k in range(1, copies + 1) for i in images],
-                  "annotations": [{**a, "id": k * offset + a["id"], "image_id": k * offset + a["image_id"]}
-                                  for k in range(1, copies + 1) for a in anns]}
-    (root / "annotations" / "person_keypoints_train2017.json").write_text(json.dumps(train_data))
-    return root
-
-
 @pytest.mark.slow
-def test_overfit_two_real_images_keypoint_ap_far_above_untrained(coco_mini, tmp_path, capsys):
+def test_overfit_two_real_images_keypoint_ap_far_above_untrained(overfit_run, capsys):
     from dataset import CocoKeypoints, coco_paths
 
-    root = overfit_data_root(coco_mini, tmp_path / "data", copies=20)
-    model_flags = ["--device", "cpu", "--backbone", "mobilenet_v3_large", "--weights", "none", "--min-size", "192",
-                   "--max-size", "288", "--keypoint-head", "128x4", "--box-batch-size-per-image", "64", "-j", "0"]
-    # 4 epochs x 20 steps of the same 2 images, no flips, evaluated on those images after the last epoch.
-    train.main([*model_flags, "--data-root", str(root), "--output-dir", str(tmp_path / "run"), "--epochs", "4",
-                "-b", "2", "--lr", "0.02", "--warmup-iters", "20", "--milestones", "--flip-prob", "0",
-                "--eval-every", "4"])
-    history = models.load_checkpoint(tmp_path / "run" / "last.pth")["history"]
+    root, run = overfit_run  # conftest: train.py on the same 2 images, 4 epochs x 20 steps
+    history = models.load_checkpoint(run / "last.pth")["history"]
     assert history[-1]["train_loss"] < 0.5 * history[0]["train_loss"]
     assert history[-1]["loss_keypoint"] < 0.5 * history[0]["loss_keypoint"]
     trained = history[-1]["metrics"]
