@@ -25,6 +25,12 @@ from torchvision.models.detection.roi_heads import heatmaps_to_keypoints as tv_h
 
 # One batch of persons holds about this many float32 values of cell bounds (64 MiB).
 MAX_VALUES_PER_BATCH = 16 * 1024 * 1024
+# Boxes at least this large (in the model's pixels) are decoded by the cell bounds; smaller ones
+# by torchvision's loop, whose cost grows with the box's area while the bounds' does not (on 2
+# busy Xeon cores, per person: 35 vs 34 ms at 64 x 96 px, 48 vs 22 ms at 192 x 288, 61 vs 25 ms
+# at 256 x 384, 138 vs 25 ms at 384 x 576; but an overfit model's real heatmaps at 190 x 290 px
+# left a quarter of the persons to the loop, for no gain: docs/performance.md).
+MIN_AREA_FOR_BOUNDS = 256 * 384
 _CUBIC_A = -0.75  # PyTorch's (and OpenCV's) bicubic coefficient
 
 
@@ -136,15 +142,15 @@ def _argmax_bounded(maps: torch.Tensor, map_h: torch.Tensor, map_w: torch.Tensor
     return torch.div(pos, wx.shape[1], rounding_mode="floor"), pos % wx.shape[1], value, done
 
 
-def heatmaps_to_keypoints(maps: torch.Tensor, rois: torch.Tensor,
-                          max_values: int = MAX_VALUES_PER_BATCH) -> tuple[torch.Tensor, torch.Tensor]:
+def heatmaps_to_keypoints(maps: torch.Tensor, rois: torch.Tensor, max_values: int = MAX_VALUES_PER_BATCH,
+                          min_area: int = MIN_AREA_FOR_BOUNDS) -> tuple[torch.Tensor, torch.Tensor]:
     """torchvision's `heatmaps_to_keypoints`, for all persons at once.
 
     maps: (P, K, S, S) heatmap logits (any float dtype; decoded in float32); rois: (P, 4) boxes
     x1, y1, x2, y2 in the image's pixels. Returns (keypoints (P, K, 3) float32 as x, y, 1;
-    scores (P, K) float32, the resized heatmap's value at each keypoint). Persons whose maximum
-    the cell bounds cannot single out (flat or noisy heatmaps, as an untrained model's) are
-    decoded by torchvision's own loop."""
+    scores (P, K) float32, the resized heatmap's value at each keypoint). Persons whose box
+    is under `min_area` pixels, and those whose maximum the cell bounds cannot single out (flat
+    or noisy heatmaps, as an untrained model's), are decoded by torchvision's own loop."""
     persons, channels = maps.shape[:2]
     if persons == 0:
         return maps.new_zeros((0, channels, 3), dtype=torch.float32), maps.new_zeros((0, channels), dtype=torch.float32)
@@ -154,9 +160,11 @@ def heatmaps_to_keypoints(maps: torch.Tensor, rois: torch.Tensor,
         box_h = (rois[:, 3] - rois[:, 1]).clamp(min=1)
         map_w, map_h = box_w.ceil().long(), box_h.ceil().long()  # the resized heatmap's size, as torchvision's
         y_int = maps.new_zeros((persons, channels), dtype=torch.int64)
-        x_int, scores, left = torch.zeros_like(y_int), maps.new_zeros((persons, channels)), []
-        per_person = torch.full_like(map_w, channels * 16 * (maps.shape[2] + 1) * (maps.shape[3] + 1))
-        for index in _batches(per_person, max_values):
+        x_int, scores = torch.zeros_like(y_int), maps.new_zeros((persons, channels))
+        large = (map_w * map_h >= min_area).nonzero()[:, 0]
+        left = [(map_w * map_h < min_area).nonzero()[:, 0]]
+        per_person = torch.full_like(map_w[large], channels * 16 * (maps.shape[2] + 1) * (maps.shape[3] + 1))
+        for index in (large[i] for i in _batches(per_person, max_values)):
             y, x, value, done = _argmax_bounded(maps[index], map_h[index], map_w[index])
             y_int[index], x_int[index], scores[index] = y, x, value
             left.append(index[~done])

@@ -27,8 +27,9 @@ def peaky_heatmaps(n: int, generator: torch.Generator, keypoints: int = 17) -> t
 
 
 def assert_same_as_torchvision(maps: torch.Tensor, boxes: torch.Tensor, **kwargs) -> None:
+    """Every box through the cell bounds (min_area 0) unless the test says otherwise."""
     expected_xy, expected_scores = tv.heatmaps_to_keypoints(maps, boxes)
-    xy, scores = kd.heatmaps_to_keypoints(maps, boxes, **kwargs)
+    xy, scores = kd.heatmaps_to_keypoints(maps, boxes, **{"min_area": 0, **kwargs})
     assert xy.shape == expected_xy.shape and scores.shape == expected_scores.shape
     assert xy.dtype == scores.dtype == torch.float32
     torch.testing.assert_close(scores, expected_scores, rtol=1e-5, atol=1e-4)
@@ -75,13 +76,14 @@ def test_small_batches_and_other_sizes():
     maps, boxes = peaky_heatmaps(12, g), random_boxes(12, 250, g)
     assert_same_as_torchvision(maps, boxes, max_values=1_000_000)
     assert_same_as_torchvision(torch.randn(4, 5, 28, 28, generator=g), random_boxes(4, 90, g))
+    assert_same_as_torchvision(maps, boxes, min_area=150 * 150)  # small boxes to torchvision's loop, large not
 
 
 def test_bfloat16_heatmaps_are_decoded_in_float32():
     g = torch.Generator().manual_seed(3)
     maps, boxes = peaky_heatmaps(4, g).bfloat16(), random_boxes(4, 200, g)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        xy, scores = kd.heatmaps_to_keypoints(maps, boxes)
+        xy, scores = kd.heatmaps_to_keypoints(maps, boxes, min_area=0)
     assert xy.dtype == scores.dtype == torch.float32
     expected_xy, expected_scores = tv.heatmaps_to_keypoints(maps.float(), boxes)
     torch.testing.assert_close(xy, expected_xy, rtol=0, atol=1e-3)
