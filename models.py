@@ -484,7 +484,7 @@ def fold_batchnorm(model: torch.nn.Module) -> int:
 def prepare_for_inference(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
     """test.py's and detect.py's model: eval mode, BatchNorm folded into the convolutions, on
     `device`, channels_last weights on a CPU (oneDNN's fast layout, in float32 and bfloat16),
-    and keypoint_decode's RoIHeads (every person's heatmaps decoded at once; the box and
+    and keypoint_decode's RoIHeads (large persons' heatmaps decoded together; the box and
     keypoint coordinates kept in float32 under an autocast). Each step keeps the outputs to float
     rounding (tests/test_keypoint_decode.py, tests/test_models.py). Returns `model`."""
     model.eval()
