@@ -8,7 +8,8 @@ time / the baseline's time, measured in this same run, so lower is better):
               and our pipeline overhead (everything but the model) as a fraction of the model time.
   resolution  our path at --sizes (800 / 640 / 480), each against the largest.
   option      the speed settings, model only: channels_last, BatchNorm folding, fewer RPN
-              proposals, float16 and cudnn.benchmark (CUDA), torch.compile (--compile).
+              proposals, float16 and cudnn.benchmark (CUDA), torch.compile (--compile); the
+              precision rows (fp32/bf16 x NCHW/channels_last) and heatmap decoding (benchmark_precision.py).
   data        dataset items (decode + target + flip): dataset.CocoKeypoints against PIL + ToTensor.
   train       one iteration of train.py's loop (train_one_epoch) against a plain loop doing the
               same thing (torchvision tutorial style), same model, batches and seeds; AMP vs fp32 on CUDA.
