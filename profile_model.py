@@ -22,7 +22,6 @@ from statistics import median
 from typing import Any, Callable, Sequence
 
 import cv2
-import numpy as np
 import torch
 import torchvision.models.detection.roi_heads as tv_roi_heads
 
