@@ -310,9 +310,10 @@ def test_persons_without_labelled_keypoints_train_the_boxes_only():
 
 
 def test_epoch_ap_equals_test_py_on_the_same_checkpoint(sample_root, tmp_path, capsys):
-    """best.pth is chosen on the numbers test.py gives for that checkpoint with its default flags:
-    the same image size (the largest --min-size, typed out of order here, where torchvision's eval
-    would take the last) and one image at a time (training batch 2 here)."""
+    """best.pth is chosen on the numbers test.py gives for that checkpoint in float32 (its default
+    on CPUs without bf16; --precision fp32 here, since this CPU may have it): the same image size
+    (the largest --min-size, typed out of order here, where torchvision's eval would take the last)
+    and one image at a time (training batch 2 here)."""
     out = tmp_path / "run"
     train.main([*TINY, "--data-root", str(sample_root), "--output-dir", str(out), "--epochs", "1", "-b", "2",
                 "--lr", "0.01", "--limit", "2", "--aspect-ratio-group-factor", "-1", "--val-limit", "2", "--milestones",
@@ -324,7 +325,8 @@ def test_epoch_ap_equals_test_py_on_the_same_checkpoint(sample_root, tmp_path, c
     spec.loader.exec_module(test_script)
     capsys.readouterr()
     tested = test_script.main(["--weights", str(out / "last.pth"), "--data-root", str(sample_root), "--limit", "2",
-                               "--device", "cpu", "--workers", "0", "--save-results", "", "--save-metrics", ""])
+                               "--device", "cpu", "--workers", "0", "--save-results", "", "--save-metrics", "",
+                               "--precision", "fp32"])
     assert "images resized to 160" in capsys.readouterr().out
     assert epoch_metrics == tested
     assert tested["bbox"]["AR100"] > 0  # the model finds people: the numbers can differ
