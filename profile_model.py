@@ -27,6 +27,7 @@ import torchvision.models.detection.roi_heads as tv_roi_heads
 
 import keypoint_decode
 import models
+import utils
 
 REPO = Path(__file__).resolve().parent
 COCO_MINI_VAL = REPO.parent / "shared" / "data" / "coco-mini" / "val2017"
@@ -36,17 +37,17 @@ STAGES = ("preprocess", "backbone", "rpn", "box head", "box postprocess", "keypo
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                     formatter_class=utils.HelpFormatter)
     parser.add_argument("--image", default=str(COCO_MINI_VAL / "000000000139.jpg"), help="the frame")
     parser.add_argument("--weights", default=None, help="a checkpoint (default: seeded random R50-FPN)")
-    parser.add_argument("--min-size", type=int, default=800)
-    parser.add_argument("--persons", type=int, default=100,
+    parser.add_argument("--min-size", type=utils.image_side, default=800)
+    parser.add_argument("--persons", type=utils.positive_int, default=100,
                         help="persons through the keypoint head (random weights: box score threshold 0)")
-    parser.add_argument("--score-thresh", type=float, default=0.0)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--warmup", type=int, default=1)
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
-    parser.add_argument("--ops", type=int, default=0, metavar="N",
+    parser.add_argument("--score-thresh", type=utils.probability, default=0.0)
+    parser.add_argument("--repeats", type=utils.positive_int, default=3)
+    parser.add_argument("--warmup", type=utils.nonnegative_int, default=1)
+    parser.add_argument("--threads", type=utils.nonnegative_int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--ops", type=utils.nonnegative_int, default=0, metavar="N",
                         help="also print torch.profiler's N costliest operators of each config's last run")
     parser.add_argument("--configs", nargs="+", default=["fp32-nchw", "bf16-nchw", "fp32-cl", "bf16-cl", "bf16-cl-fast"],
                         help="precision-layout[-fast]; -fast: keypoint_decode's RoIHeads (vectorised decoding)")
@@ -56,8 +57,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         if len(parts) not in (2, 3) or parts[0] not in ("fp32", "bf16") or parts[1] not in ("nchw", "cl") \
                 or parts[2:] not in ([], ["fast"]):
             parser.error(f"--configs: bad config {config!r} (e.g. fp32-nchw, bf16-cl, bf16-cl-fast)")
-    if args.repeats < 1 or args.persons < 1:
-        parser.error("--repeats and --persons must be at least 1")
     return args
 
 
@@ -118,20 +117,9 @@ def build(args: argparse.Namespace, config: str) -> tuple[torch.nn.Module, Stage
     return model, clock
 
 
-def main(argv: Sequence[str] | None = None) -> dict[str, dict[str, float]]:
-    args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    frame = cv2.imread(args.image)
-    if frame is None:
-        raise SystemExit(f"error: cannot read image {args.image}")
-    image = torch.from_numpy(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)).permute(2, 0, 1).float().div(255)
-    built = {c: build(args, c) for c in args.configs}
-    # Heatmap decoding is a module-level function of torchvision (and of keypoint_decode): timed by wrapping it.
-    decode_clock: list[StageClock] = []
-    for module in (tv_roi_heads, keypoint_decode):
-        original = module.keypointrcnn_inference
-        module.keypointrcnn_inference = (lambda fn: lambda *a: decode_clock[0].function(fn, "heatmap decoding")(*a))(original)
+def run_configs(args: argparse.Namespace, built: dict[str, tuple[torch.nn.Module, Any]], image: torch.Tensor,
+                decode_clock: list) -> dict[str, dict[str, list[float]]]:
+    """Every config, interleaved, --warmup then --repeats times: each stage's seconds per run."""
     samples: dict[str, dict[str, list[float]]] = {c: defaultdict(list) for c in args.configs}
     for run in range(args.warmup + args.repeats):
         for config in args.configs if run % 2 == 0 else reversed(args.configs):  # a b b a: drift hits both
@@ -152,6 +140,28 @@ def main(argv: Sequence[str] | None = None) -> dict[str, dict[str, float]]:
                     samples[config][stage].append(clock.seconds.get(stage, 0.0))
                 samples[config]["total"].append(total)
                 samples[config]["persons"].append(len(output["scores"]))
+    return samples
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, dict[str, float]]:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    frame = cv2.imread(args.image)
+    if frame is None:
+        raise SystemExit(f"error: cannot read image {args.image}")
+    image = torch.from_numpy(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)).permute(2, 0, 1).float().div(255)
+    built = {c: build(args, c) for c in args.configs}
+    # Heatmap decoding is a module-level function of torchvision (and of keypoint_decode): timed by wrapping it.
+    decode_clock: list[StageClock] = []
+    originals = {module: module.keypointrcnn_inference for module in (tv_roi_heads, keypoint_decode)}
+    for module, original in originals.items():
+        module.keypointrcnn_inference = (lambda fn: lambda *a: decode_clock[0].function(fn, "heatmap decoding")(*a))(original)
+    try:
+        samples = run_configs(args, built, image, decode_clock)
+    finally:  # torchvision's function is put back: nothing of this run outlives it
+        for module, original in originals.items():
+            module.keypointrcnn_inference = original
     caps = torch.cpu.get_capabilities() if hasattr(torch.cpu, "get_capabilities") else {}
     print(f"CPU: {caps.get('cpu_name', '?')}, {torch.get_num_threads()} torch threads, "
           f"avx512_bf16 {caps.get('avx512_bf16')}, amx_bf16 {caps.get('amx_bf16')}; torch {torch.__version__}")
