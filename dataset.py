@@ -55,7 +55,8 @@ from download import COCO_URL_BASE, DOWNLOAD_SPLITS, URL_BASE_ENV, download_coco
 from keypoints import COCO17, SAMPLE_SETS, KeypointSet, keypoint_category, keypoint_set_of
 from sample_data import SampleStyle, is_sample_dataset, make_sample_dataset
 from utils import (DEFAULT_MAX_IMAGE_PIXELS, SPLITS, DatasetError, UserError, check_image_pixels, cli_errors,
-                   coco_paths, is_number, nonnegative_int, positive_float, positive_int, probability, url)
+                   coco_paths, is_number, nonnegative_int, pillow_pixel_limit, positive_float, positive_int,
+                   probability, url)
 
 
 Target = dict[str, Any]
@@ -81,7 +82,7 @@ def read_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_IMAGE_PIXE
         image = _decode_with_torchvision(data)
     except (RuntimeError, ValueError):
         # Formats torchvision does not decode (BMP, TIFF, ...) or corrupt files: let PIL decide.
-        image = _decode_with_pil(data, path)
+        image = _decode_with_pil(data, path, max_pixels)
     if image.dtype == torch.uint16:  # 16-bit PNG: keep the high byte, as an 8-bit export would
         image = (image.to(torch.int32) >> 8).to(torch.uint8)
     return image
@@ -97,9 +98,9 @@ def _decode_with_torchvision(data: bytes) -> torch.Tensor:
         return decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
 
 
-def _decode_with_pil(data: bytes, path: str | os.PathLike) -> torch.Tensor:
+def _decode_with_pil(data: bytes, path: str | os.PathLike, max_pixels: int) -> torch.Tensor:
     try:
-        with Image.open(io.BytesIO(data)) as im:
+        with pillow_pixel_limit(max_pixels), Image.open(io.BytesIO(data)) as im:
             im.load()
             if im.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
                 # PIL's convert("RGB") clips 16-bit gray to 255 instead of scaling it.

@@ -111,7 +111,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
-    utils.set_max_image_pixels(args.max_image_pixels)
     with utils.cli_errors():
         run(args)
 

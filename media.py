@@ -111,8 +111,7 @@ def read_bgr(path: str, max_pixels: int = utils.DEFAULT_MAX_IMAGE_PIXELS) -> np.
     if image is not None or is_url(path):
         return image
     try:
-
-        with Image.open(path) as im:
+        with utils.pillow_pixel_limit(max_pixels), Image.open(path) as im:
             if getattr(im, "n_frames", 1) > 1:
                 return None  # animated: read it as a video
             rgb = np.asarray(ImageOps.exif_transpose(im).convert("RGB"))

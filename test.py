@@ -90,7 +90,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> dict[str, dict[str, float]]:
     """Run the evaluation; returns the metrics ({} on ranks other than 0 under torchrun)."""
     args = parse_args(argv)
-    utils.set_max_image_pixels(args.max_image_pixels)
     with utils.cli_errors():
         return run(args)
 

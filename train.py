@@ -587,7 +587,6 @@ def train(args: argparse.Namespace, info: utils.DistInfo, device: torch.device) 
 def main(argv: Sequence[str] | None = None) -> Path | None:
     """Train; returns the final weights' path (None on other ranks than 0 under torchrun)."""
     args = parse_args(argv)
-    utils.set_max_image_pixels(args.max_image_pixels)
     with utils.cli_errors(), utils.interrupts_as_keyboard_interrupt():
         info, device = utils.init_distributed(args.device)
         try:

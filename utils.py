@@ -238,9 +238,16 @@ def add_max_image_pixels_flag(parser: argparse.ArgumentParser | argparse._Argume
                              f"claim gigabytes); raise it for genuine huge images (default: {DEFAULT_MAX_IMAGE_PIXELS})")
 
 
-def set_max_image_pixels(limit: int) -> None:
-    """Make Pillow, which decodes what OpenCV and torchvision do not, use the same cap."""
+@contextlib.contextmanager
+def pillow_pixel_limit(limit: int) -> Iterator[None]:
+    """Pillow's own decompression-bomb cap set to `limit` for one open or decode, then put back:
+    a raised --max-image-pixels reaches Pillow too, and no setting outlives the call."""
+    previous = Image.MAX_IMAGE_PIXELS
     Image.MAX_IMAGE_PIXELS = limit
+    try:
+        yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = previous
 
 
 def check_image_pixels(source: str | os.PathLike | IO[bytes], name: str | os.PathLike,
@@ -250,12 +257,9 @@ def check_image_pixels(source: str | os.PathLike | IO[bytes], name: str | os.Pat
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         try:
-            with Image.open(source) as im:
+            with pillow_pixel_limit(limit), Image.open(source) as im:
                 size = im.size
-        except Image.DecompressionBombError:
-            # Over twice Pillow's own cap: over ours too, unless ours was raised beyond that.
-            if limit > 2 * (Image.MAX_IMAGE_PIXELS or 0):
-                return
+        except Image.DecompressionBombError:  # Pillow refuses over twice the limit
             size = None
         except Exception:  # not an image Pillow knows, or a damaged one: the decoders say which
             return

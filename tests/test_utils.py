@@ -152,7 +152,9 @@ def test_check_image_pixels_reads_the_header_only(tmp_path):
     assert bomb.stat().st_size < 50_000
     with pytest.raises(utils.DatasetError, match="bomb.png is 10000x10000 pixels, over the limit of 89478485"):
         utils.check_image_pixels(bomb, bomb)
+    pillow_default = Image.MAX_IMAGE_PIXELS
     utils.check_image_pixels(bomb, bomb, limit=10**8)
+    assert Image.MAX_IMAGE_PIXELS == pillow_default  # a raised limit does not outlive the call
     with pytest.raises(utils.DatasetError, match="over the limit of 99"):
         utils.check_image_pixels(bomb, bomb, limit=99)
     (tmp_path / "text.png").write_text("not an image")  # the decoders decide about these
