@@ -1,5 +1,5 @@
-"""benchmark.py: one tiny run of every row group (a smoke test: the numbers themselves belong in
-docs/performance.md, measured by `python benchmark.py`, not asserted here)."""
+"""benchmarks/benchmark.py: one tiny run of every row group (a smoke test: the numbers themselves belong in
+docs/performance.md, measured by `python -m benchmarks`, not asserted here)."""
 from __future__ import annotations
 
 import json
@@ -8,8 +8,7 @@ import re
 
 import pytest
 
-import benchmark
-import timing
+from benchmarks import benchmark, timing
 import utils
 
 # One thread: on a busy 2-core machine two threads wait on each other at every small op.

@@ -1,5 +1,6 @@
 """The layout rules of the project, checked on the code itself: imports point one way (no
-cycle, no import inside a function), no module over 600 lines, no function over 80."""
+cycle, no import inside a function), no module over 600 lines, no function over 80. They hold
+for the modules at the root and for the measuring tools' package, benchmarks/."""
 from __future__ import annotations
 
 import ast
@@ -12,19 +13,32 @@ MAX_MODULE_LINES = 600
 MAX_FUNCTION_LINES = 80
 
 
+PACKAGES = ("benchmarks",)  # folders of modules, checked like the root's
+
+
+def module_files(repo: Path = REPO) -> dict[str, Path]:
+    """Dotted module name -> file: the root's `*.py` and each package's (`benchmarks.timing`)."""
+    files = {path.stem: path for path in sorted(repo.glob("*.py"))}
+    for package in PACKAGES:
+        files.update({f"{package}.{path.stem}": path for path in sorted((repo / package).glob("*.py"))})
+    return files
+
+
 def project_modules(repo: Path = REPO) -> dict[str, ast.Module]:
-    return {path.stem: ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
-            for path in sorted(repo.glob("*.py"))}
+    return {name: ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+            for name, path in module_files(repo).items()}
 
 
 def imports_of(tree: ast.Module, known: set[str]) -> set[str]:
-    """The project modules `tree` imports, anywhere in it."""
+    """The project modules `tree` imports, anywhere in it (`from benchmarks import timing` and
+    `from benchmarks.timing import x` both name benchmarks.timing)."""
     found = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
-            found |= {alias.name.split(".")[0] for alias in node.names}
+            found |= {alias.name for alias in node.names}
         elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
-            found.add(node.module.split(".")[0])
+            found.add(node.module)
+            found |= {f"{node.module}.{alias.name}" for alias in node.names}
     return found & known
 
 
@@ -72,7 +86,8 @@ def test_no_import_cycle():
 
 
 def test_no_module_over_600_lines():
-    too_long = {p.name: n for p in REPO.glob("*.py") if (n := len(p.read_text(encoding="utf-8").splitlines())) > MAX_MODULE_LINES}
+    too_long = {name: n for name, p in module_files().items()
+                if (n := len(p.read_text(encoding="utf-8").splitlines())) > MAX_MODULE_LINES}
     assert not too_long, f"modules over {MAX_MODULE_LINES} lines: {too_long}"
 
 
@@ -88,9 +103,15 @@ def test_the_checks_catch_what_they_look_for(tmp_path):
     (tmp_path / "a.py").write_text("import b\n")
     (tmp_path / "b.py").write_text("def f():\n    import c\n")
     (tmp_path / "c.py").write_text("from a import x\n")
+    (tmp_path / "benchmarks").mkdir()
+    (tmp_path / "benchmarks" / "timing.py").write_text("from benchmarks import precision\n")
+    (tmp_path / "benchmarks" / "precision.py").write_text("from benchmarks.timing import Row\n")
     modules = project_modules(tmp_path)
+    assert {"a", "benchmarks.timing", "benchmarks.precision"} <= set(modules)
     graph = {name: imports_of(tree, set(modules)) - {name} for name, tree in modules.items()}
     assert find_cycle(graph) == ["a", "b", "c", "a"]
+    assert find_cycle({k: v for k, v in graph.items() if k.startswith("benchmarks")}) == \
+        ["benchmarks.precision", "benchmarks.timing", "benchmarks.precision"]
     assert nested_imports(modules["b"]) == [("f", 2)]
     body = "\n".join(f"    x = {i}" for i in range(80))
     assert long_functions(ast.parse(f"def g():\n{body}\n")) == [("g", 81)]

@@ -1,10 +1,10 @@
-"""profile_model.py: one tiny run gives a time for every stage of every config, and leaves
+"""benchmarks/profile_model.py: one tiny run gives a time for every stage of every config, and leaves
 torchvision's heatmap decoding as it found it."""
 from __future__ import annotations
 
 import torchvision.models.detection.roi_heads as tv_roi_heads
 
-import profile_model
+from benchmarks import profile_model
 from conftest import flag_error
 
 

@@ -19,7 +19,7 @@ from dataset import load_coco, read_image
 from sample_data import make_sample_dataset
 from utils import coco_paths
 
-REPO = Path(__file__).resolve().parent
+REPO = Path(__file__).resolve().parents[1]
 # The original project drew persons above 0.9 and ran the model at torchvision's default 0.05.
 DISPLAY_THRESH = 0.9
 ORIGINAL_MODEL_THRESH = 0.05

@@ -9,7 +9,7 @@ time / the baseline's time, measured in this same run, so lower is better):
   resolution  our path at --sizes (800 / 640 / 480), each against the largest.
   option      the speed settings, model only: channels_last, BatchNorm folding, fewer RPN
               proposals, float16 and cudnn.benchmark (CUDA), torch.compile (--compile); the
-              precision rows (fp32/bf16 x NCHW/channels_last) and heatmap decoding (benchmark_precision.py).
+              precision rows (fp32/bf16 x NCHW/channels_last) and heatmap decoding (benchmarks/precision.py).
   data        dataset items (decode + target + flip): dataset.CocoKeypoints against PIL + ToTensor.
   train       one iteration of train.py's loop (train_one_epoch) against a plain loop doing the
               same thing (torchvision tutorial style), same model, batches and seeds; AMP vs fp32 on CUDA.
@@ -19,11 +19,11 @@ peak resident memory (RSS) during that side's runs (Linux resets it per run; els
 process's running maximum, so read it as an upper bound).
 
 Usage:
-    python benchmark.py --quick                       # < 5 min on 2 idle CPU cores
-    python benchmark.py                               # the full table (docs/performance.md)
-    python benchmark.py --device cuda --json runs/benchmark_cuda.json
-    python benchmark.py --data-root coco --weights coco --only detect resolution
-    python benchmark.py --compile                     # adds torch.compile (compiling takes minutes)
+    python -m benchmarks --quick                      # < 5 min on 2 idle CPU cores
+    python -m benchmarks                              # the full table (docs/performance.md)
+    python -m benchmarks --device cuda --json runs/benchmark_cuda.json
+    python -m benchmarks --data-root coco --weights coco --only detect resolution
+    python -m benchmarks --compile                     # adds torch.compile (compiling takes minutes)
 
 Data: --data-root (COCO layout), else ../shared/data/coco-mini beside the repo, else ./sample,
 else a sample dataset generated under runs/benchmark/sample. Weights: --weights (a checkpoint or
@@ -62,12 +62,12 @@ import train
 import utils
 from dataset import (CocoKeypoints, RandomHorizontalFlip, collate_fn, get_transforms, load_coco, read_image,
                      zero_invisible_keypoints)
-from benchmark_data import DISPLAY_THRESH, benchmark_frames, random_weights, resolve_data_root, synthetic_detections
-from benchmark_precision import decode_row, precision_rows
-from timing import HEADER, Row, Table, compared, describe_device, fmt_time, measure, model_only, sync
+from benchmarks.data import DISPLAY_THRESH, benchmark_frames, random_weights, resolve_data_root, synthetic_detections
+from benchmarks.precision import decode_row, precision_rows
+from benchmarks.timing import HEADER, Row, Table, compared, describe_device, fmt_time, measure, model_only, sync
 from utils import coco_paths
 
-REPO = Path(__file__).resolve().parent
+REPO = Path(__file__).resolve().parents[1]
 DEFAULT_JSON = "runs/benchmark.json"
 GROUPS = ("detect", "resolution", "option", "data", "train", "eval")
 
@@ -83,7 +83,7 @@ PRESETS = {
 # --------------------------------------------------------------------------------------
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n", 1)[1],
+    p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n", 1)[1],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     quick = ", ".join(f"--{k.replace('_', '-')} {q}" for k, (q, _) in PRESETS.items())
     p.add_argument("--quick", action="store_true", help=f"small settings: {quick}")
@@ -550,7 +550,7 @@ def run_benchmark(args: argparse.Namespace, argv: Sequence[str] | None) -> dict[
         torch.set_num_threads(args.threads)
     data_root = resolve_data_root(args.data_root)
     frames, persons = benchmark_frames(data_root, args.frames)
-    command = "python benchmark.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = "python -m benchmarks " + " ".join(sys.argv[1:] if argv is None else argv)
     print(f"{command}\ndevice: {describe_device(device)}; torch {torch.__version__}, data {data_root}")
     table = Table()
     with tempfile.TemporaryDirectory() as tmp:

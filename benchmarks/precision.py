@@ -16,7 +16,7 @@ import copy
 import torch
 
 from keypoint_decode import use_fast_keypoint_decoding
-from timing import Row, Table, compared, measure, model_only
+from benchmarks.timing import Row, Table, compared, measure, model_only
 from utils import cpu_has_fast_bf16
 
 

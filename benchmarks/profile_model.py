@@ -7,9 +7,9 @@ head (RoI pool, the 8 convs, the predictor, per person), heatmap decoding (heatm
 keypoints, per person) and postprocess (boxes and keypoints back to the image's size).
 
 Usage:
-    python profile_model.py                           # R50-FPN, random weights, 100 persons, 800 px
-    python profile_model.py --persons 5 --image 000000217285.jpg --repeats 5
-    python profile_model.py --weights best.pth --score-thresh 0.9
+    python -m benchmarks.profile_model                   # R50-FPN, random weights, 100 persons, 800 px
+    python -m benchmarks.profile_model --persons 5 --image 000000217285.jpg --repeats 5
+    python -m benchmarks.profile_model --weights best.pth --score-thresh 0.9
 """
 from __future__ import annotations
 
@@ -29,14 +29,14 @@ import keypoint_decode
 import models
 import utils
 
-REPO = Path(__file__).resolve().parent
+REPO = Path(__file__).resolve().parents[1]
 COCO_MINI_VAL = REPO.parent / "shared" / "data" / "coco-mini" / "val2017"
 STAGES = ("preprocess", "backbone", "rpn", "box head", "box postprocess", "keypoint head",
           "heatmap decoding", "postprocess")
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.profile_model", description=__doc__.split("\n\n")[0],
                                      formatter_class=utils.HelpFormatter)
     parser.add_argument("--image", default=str(COCO_MINI_VAL / "000000000139.jpg"), help="the frame")
     parser.add_argument("--weights", default=None, help="a checkpoint (default: seeded random R50-FPN)")
