@@ -51,11 +51,23 @@ OUTLINE_COLOR = (30, 30, 30)   # a dark rim keeps limbs readable on any backgrou
 BOX_COLOR = (60, 220, 255)
 
 
-_SEGMENTS = {frozenset(("nose", "eye")): "face", frozenset(("eye", "ear")): "ear",
-             frozenset(("ear", "shoulder")): "neck",
-             frozenset(("nose", "shoulder")): "neck",  # sets without ears, such as keypoints.COCO13 frozenset(("shoulder", "elbow")): "upper_arm",
-             frozenset(("elbow", "wrist")): "forearm", frozenset(("shoulder", "hip")): "torso",
-             frozenset(("hip", "knee")): "thigh", frozenset(("knee", "ankle")): "shin"}
+_SEGMENTS = {
+    frozenset(("nose", "eye")): "face",
+    frozenset(("eye", "ear")): "ear",
+    frozenset(("ear", "shoulder")): "neck",
+    frozenset(("nose", "shoulder")): "neck",  # sets without ears, such as keypoints.COCO13
+    frozenset(("shoulder", "elbow")): "upper_arm",
+    frozenset(("elbow", "wrist")): "forearm",
+    frozenset(("shoulder", "hip")): "torso",
+    frozenset(("hip", "knee")): "thigh",
+    frozenset(("knee", "ankle")): "shin",
+}
+
+
+def limb_segment(name_a: str, name_b: str) -> str | None:
+    """The body segment a limb between two keypoints is ("upper_arm" for left_shoulder and
+    left_elbow, in either order), by the joints' parts; None for a pair no segment names."""
+    return _SEGMENTS.get(frozenset((part_of(name_a), part_of(name_b))))
 
 
 # A keypoint takes the colour of the limb that ends at it, coming from the body's centre.
@@ -69,7 +81,7 @@ def _limb_color(na: str, nb: str) -> tuple[int, int, int]:
         return CENTER_COLORS.get(part_of(na), CENTER_COLOR)
     if not sides:
         return CENTER_COLOR
-    segment = _SEGMENTS.get(frozenset((part_of(na), part_of(nb))))
+    segment = limb_segment(na, nb)
     side = sides.pop()
     return SEGMENT_COLORS[segment][side] if segment else (LEFT_COLOR, RIGHT_COLOR)[side]
 

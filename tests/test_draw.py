@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 import draw
+import keypoints
 import utils
 from keypoints import COCO13
 
@@ -113,3 +115,20 @@ def test_drawing_uses_the_sets_skeleton_and_sides():
     draw.draw_poses(image, np.array([[0, 0, 199, 199]]), np.array([1.0]), points[None], draw_boxes=False,
                     line_width=3, keypoint_set=COCO13)
     assert np.abs(image[70, 120].astype(int) - limb_colors[0]).max() <= 10  # the nose-to-left-shoulder limb
+
+
+@pytest.mark.parametrize("a, b, segment", [
+    ("left_shoulder", "left_elbow", "upper_arm"), ("right_elbow", "right_shoulder", "upper_arm"),
+    ("left_elbow", "left_wrist", "forearm"), ("nose", "left_eye", "face"), ("left_eye", "left_ear", "ear"),
+    ("left_ear", "left_shoulder", "neck"), ("nose", "right_shoulder", "neck"), ("left_shoulder", "left_hip", "torso"),
+    ("right_hip", "right_knee", "thigh"), ("left_knee", "left_ankle", "shin"), ("left_wrist", "left_ankle", None),
+])
+def test_limb_segment_names_every_coco_limb(a, b, segment):
+    assert draw.limb_segment(a, b) == segment
+
+
+def test_every_coco_limb_has_a_segment_or_joins_the_sides():
+    names = keypoints.COCO17.names
+    for a, b in keypoints.COCO17.skeleton:
+        sides = {keypoints.side_of(names[a]), keypoints.side_of(names[b])} - {None}
+        assert draw.limb_segment(names[a], names[b]) or len(sides) == 2, (names[a], names[b])
