@@ -17,10 +17,11 @@ from pycocotools.cocoeval import COCOeval, Params
 from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
-from dataset import collate_fn
+from dataset import base_dataset, collate_fn
 from keypoints import COCO17, KeypointSet, keypoint_set_of
 from models import at_inference_size
-from utils import UserError, all_gather_objects, autocast, oks_sigmas_arg
+from precision import autocast
+from utils import UserError, all_gather_objects, oks_sigmas_arg
 
 # COCOeval's `stats`, in order.
 BBOX_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
@@ -125,7 +126,7 @@ def predict(model: torch.nn.Module, loader: Iterable, device: torch.device, prec
     image_ids: list[int] = []
     for images, targets in tqdm(loader, desc=desc, disable=not progress, dynamic_ncols=True):
         images = [img.to(device, non_blocking=True) for img in images]
-        with autocast(device, precision):  # fp32: off; bf16, fp16: autocast (utils.select_precision)
+        with autocast(device, precision):  # fp32: off; bf16, fp16: autocast (precision.select)
             outputs = model(images)
         ids = [int(t["image_id"]) for t in targets]
         results.extend(outputs_to_coco_results(outputs, ids, category_id))
@@ -165,7 +166,7 @@ def coco_evaluate(coco_gt, results: list[dict[str, Any]], image_ids: Iterable[in
     if unknown:
         raise UserError(f"results name image_id {unknown[0]} which the annotation file does not have "
                         f"({len(unknown)} unknown id(s))")
-    gt_keypoints = next((len(a["keypoints"]) for a in gt_anns if a.get("keypoints")), None)
+    gt_keypoints = keypoint_numbers(coco_gt)
     if results and "keypoints" in results[0] and gt_keypoints and len(results[0]["keypoints"]) != gt_keypoints:
         raise UserError(f"results have {len(results[0]['keypoints']) // 3} keypoints per person, "
                         f"the annotation file {gt_keypoints // 3}")
@@ -237,6 +238,11 @@ def skip_reason(iou_type: str, img_ids: list[int], results: list[dict[str, Any]]
     return None
 
 
+def keypoint_numbers(coco_gt: COCO) -> int | None:
+    """How many numbers (x, y, v per keypoint) a person's `keypoints` holds in the annotation file."""
+    return next((len(a["keypoints"]) for a in coco_gt.dataset.get("annotations") or [] if a.get("keypoints")), None)
+
+
 def _batch_shard(length: int, batch_size: int, rank: int, world_size: int) -> list[int]:
     """Dataset indices of `rank`: whole batches, batch b going to rank b % world_size."""
     return [i for start in range(rank * batch_size, length, world_size * batch_size)
@@ -259,7 +265,7 @@ def evaluate_dataset(model: torch.nn.Module, dataset, device: torch.device, batc
     the outputs a little), and the merged results come back in dataset order: the numbers and
     the results list equal a single-process run's with the same batch size.
     """
-    base = dataset.dataset if isinstance(dataset, Subset) else dataset
+    base = base_dataset(dataset)
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_available() and dist.is_initialized() else (0, 1)
     shard = Subset(dataset, _batch_shard(len(dataset), batch_size, rank, world)) if world > 1 else dataset
     loader = DataLoader(shard, batch_size=batch_size, shuffle=False, num_workers=workers,

@@ -46,73 +46,17 @@ import torchvision
 from PIL import Image, UnidentifiedImageError
 from pycocotools.coco import COCO
 
-try:
-    from torchvision.io import ImageReadMode, decode_image
-except ImportError:  # a torchvision without image decoders: PIL does it all
-    decode_image = ImageReadMode = None
-
+from images import read_image
 from download import COCO_URL_BASE, DOWNLOAD_SPLITS, URL_BASE_ENV, download_coco
 from keypoints import COCO17, SAMPLE_SETS, KeypointSet, keypoint_category, keypoint_set_of
 from sample_data import SampleStyle, is_sample_dataset, make_sample_dataset
 from utils import (DEFAULT_MAX_IMAGE_PIXELS, SPLITS, DatasetError, UserError, check_image_pixels, cli_errors,
                    coco_paths, is_number, nonnegative_int, pillow_pixel_limit, positive_float, positive_int,
-                   probability, url)
+                   probability, read_json, url)
 
 
 Target = dict[str, Any]
 Transform = Callable[[torch.Tensor, Target], tuple[torch.Tensor, Target]]
-
-
-# --------------------------------------------------------------------------------------
-# Images
-# --------------------------------------------------------------------------------------
-def read_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> torch.Tensor:
-    """Read an image file as uint8 3xHxW RGB, whatever its mode (gray, CMYK, alpha, palette, 16-bit).
-
-    EXIF orientation is ignored on purpose: COCO's boxes and keypoints refer to the stored pixels.
-    An image whose header claims more than `max_pixels` pixels is refused before decoding.
-    """
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError as e:
-        raise DatasetError(f"cannot read image {path}: {e.strerror or e}") from None
-    check_image_pixels(io.BytesIO(data), path, max_pixels)
-    try:
-        image = _decode_with_torchvision(data)
-    except (RuntimeError, ValueError):
-        # Formats torchvision does not decode (BMP, TIFF, ...) or corrupt files: let PIL decide.
-        image = _decode_with_pil(data, path, max_pixels)
-    if image.dtype == torch.uint16:  # 16-bit PNG: keep the high byte, as an 8-bit export would
-        image = (image.to(torch.int32) >> 8).to(torch.uint8)
-    return image
-
-
-def _decode_with_torchvision(data: bytes) -> torch.Tensor:
-    if decode_image is None:
-        raise RuntimeError("this torchvision has no image decoders")
-    with warnings.catch_warnings():
-        # torchvision 0.29 deprecates its decoders for torchcodec; they are still the fastest
-        # way to a CHW tensor, and PIL takes over once they are gone.
-        warnings.filterwarnings("ignore", "The image decoding", DeprecationWarning)
-        return decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
-
-
-def _decode_with_pil(data: bytes, path: str | os.PathLike, max_pixels: int) -> torch.Tensor:
-    try:
-        with pillow_pixel_limit(max_pixels), Image.open(io.BytesIO(data)) as im:
-            im.load()
-            if im.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
-                # PIL's convert("RGB") clips 16-bit gray to 255 instead of scaling it.
-                gray = (np.asarray(im, dtype=np.int64) >> 8).clip(0, 255).astype(np.uint8)
-                rgb = np.repeat(gray[:, :, None], 3, axis=2)
-            else:
-                rgb = np.asarray(im.convert("RGB"))
-    except UnidentifiedImageError:
-        raise DatasetError(f"cannot decode image {path}: unknown format or not an image") from None
-    except Exception as e:  # PIL raises many types for bad data; all mean "not an image"
-        raise DatasetError(f"cannot decode image {path}: {' '.join(str(e).split())}") from None
-    return torch.from_numpy(rgb.copy()).permute(2, 0, 1)  # HWC memory, like torchvision's decoder
 
 
 # --------------------------------------------------------------------------------------
@@ -122,15 +66,7 @@ def _decode_with_pil(data: bytes, path: str | os.PathLike, max_pixels: int) -> t
 
 def load_coco(ann_file: str | os.PathLike) -> COCO:
     """Load and sanity-check a COCO keypoint annotation file into a pycocotools `COCO` (quietly)."""
-    try:
-        with open(ann_file, encoding="utf-8") as f:
-            data = json.load(f)
-    except FileNotFoundError:
-        raise DatasetError(f"annotation file not found: {ann_file}") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise DatasetError(f"cannot read annotation file {ann_file}: {e}") from None
-    except json.JSONDecodeError as e:
-        raise DatasetError(f"annotation file {ann_file} is not valid JSON: {e}") from None
+    data = read_json(ann_file, "annotation file")
     _check_coco_json(data, ann_file)
     coco = COCO()
     coco.dataset = data
@@ -423,6 +359,16 @@ def get_transforms(train: bool, flip_prob: float = 0.5, jitter: bool = False,
 def collate_fn(batch: Sequence[tuple[torch.Tensor, Target]]) -> tuple[tuple, ...]:
     """Keep images of different sizes apart: `(images, targets)` as two tuples."""
     return tuple(zip(*batch))
+
+
+def first_images(dataset: torch.utils.data.Dataset, limit: int | None) -> torch.utils.data.Dataset:
+    """The first `limit` items (--limit, --val-limit), the whole dataset for None."""
+    return torch.utils.data.Subset(dataset, range(min(limit, len(dataset)))) if limit is not None else dataset
+
+
+def base_dataset(dataset: torch.utils.data.Dataset) -> CocoKeypoints:
+    """The CocoKeypoints under a `first_images` Subset (or the dataset itself)."""
+    return dataset.dataset if isinstance(dataset, torch.utils.data.Subset) else dataset
 
 
 # --------------------------------------------------------------------------------------

@@ -26,15 +26,19 @@ video or stream: {"source", "width", "height", "fps", "frames": [{"frame", "pers
 person is {"bbox": [x, y, w, h], "score", "keypoints": K x [x, y, v], "keypoint_scores": K numbers}
 with v = 1 where the keypoint's score passes --kp-thresh (the keypoints drawn), else 0. K and the
 skeleton drawn are the model's keypoint set, as recorded in its checkpoint (COCO's 17 for
-torchvision's weights).
+torchvision's weights). An image's JSON also says "exif_orientation": images are read as
+test.py and train.py read them, EXIF orientation not applied (images.py says why).
+
+Every kind of input is one media.Source and goes through one loop (`run_sources`): detect and
+draw (`Detector`), then the source's `Sink` writes the annotated image or video and its JSON.
 """
 from __future__ import annotations
 
 import argparse
-import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 import cv2
 import numpy as np
@@ -42,14 +46,16 @@ import torch
 from tqdm import tqdm
 
 import draw
-import keypoints
 import models
+import precision
 import runs
 import utils
-from media import (STREAM_TIMEOUT_S, LatestFrame, Window, decide_show, is_url, list_files, open_stream, open_video,
-                   quiet_opencv, read_bgr, unreadable_message, video_fps)
+from images import EXIF_ORIENTATION
+from keypoints import KeypointSet
+from media import FileSources, Source, Window, decide_show, list_files, live_source, open_stream, quiet_opencv
 
 DEFAULT_OUTPUT = "runs/detect"
+CUDA_PRECISION = "fp16"  # what --precision auto is on CUDA: detect.py is about speed
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -62,7 +68,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     source = parser.add_argument_group("source (one of)").add_mutually_exclusive_group()
     source.add_argument("--file", default=None,
                         help="an image, a video, a folder of them, a glob pattern (quote it) or a video URL; "
-                             "every frame is processed and saved")
+                             "every frame is processed and saved. Images are read as test.py reads them: "
+                             "EXIF orientation is not applied (COCO's labels refer to the stored pixels)")
     source.add_argument("--camera", default=None, metavar="SOURCE",
                         help="live source: a camera index, a stream URL (rtsp://, http://...) or a video file "
                              "played in real time; the newest frame is processed, older ones are dropped "
@@ -71,26 +78,24 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     model = parser.add_argument_group("model")
     models.add_model_flags(model, "; smaller is faster (e.g. 480 for a webcam on a CPU)")
     model.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    models.add_precision_flag(model, cuda_default="fp16")
-    model.add_argument("--half", action=argparse.BooleanOptionalAction, default=None,
-                       help="--half is --precision fp16 (CUDA only), --no-half is --precision fp32")
+    precision.add_inference_flags(model, CUDA_PRECISION, half=True)
     utils.add_max_image_pixels_flag(model)
 
-    draw = parser.add_argument_group("drawing")
-    draw.add_argument("--score-thresh", type=utils.probability, default=0.8,
+    drawing = parser.add_argument_group("drawing")
+    drawing.add_argument("--score-thresh", type=utils.probability, default=0.8,
                       help="persons with a lower score (0-1) are dropped before the keypoint head runs")
-    draw.add_argument("--max-persons", type=utils.positive_int, default=100,
+    drawing.add_argument("--max-persons", type=utils.positive_int, default=100,
                       help="keep at most this many persons per frame, the surest ones (fewer is faster in crowds)")
     model.add_argument("--proposals", type=utils.positive_int, default=1000,
                        help="RPN proposals the box head scores per frame; fewer is faster (300: ~10%% less model "
                             "time on a CPU) but may miss persons in crowds")
-    draw.add_argument("--kp-thresh", type=utils.threshold, default=2.0,
+    drawing.add_argument("--kp-thresh", type=utils.threshold, default=2.0,
                       help="keypoints with a lower score are not drawn, nor their limbs. Keypoint scores are "
                            "heatmap logits, not probabilities: with torchvision's COCO weights visible joints "
                            "score about 2 and more, hidden ones near 0 or below; --kp-thresh=-inf draws them all")
-    draw.add_argument("--boxes", action=argparse.BooleanOptionalAction, default=False,
+    drawing.add_argument("--boxes", action=argparse.BooleanOptionalAction, default=False,
                       help="draw each person's box and score")
-    draw.add_argument("--line-width", type=utils.nonnegative_int, default=0,
+    drawing.add_argument("--line-width", type=utils.nonnegative_int, default=0,
                       help="limb width in pixels (0: about 1/160 of the image's shorter side, thinner for small persons)")
 
     out = parser.add_argument_group("output")
@@ -118,64 +123,88 @@ def main(argv: Sequence[str] | None = None) -> None:
 def run(args: argparse.Namespace) -> None:
     quiet_opencv()
     device = utils.select_device(args.device)
-    if args.half and device.type != "cuda":
-        raise utils.UserError(f"--half needs a CUDA device (device is {device}); leave it out on the CPU")
-    spec = args.precision if args.half is None else ("fp16" if args.half else "fp32")
-    if args.half is not None and args.precision not in ("auto", spec):
-        raise utils.UserError(f"--{'' if args.half else 'no-'}half means --precision {spec}; "
-                              f"it contradicts --precision {args.precision}")
-    precision = utils.select_precision(spec, device, cuda_default="fp16")
+    chosen, precision_note = precision.resolve(args, device, CUDA_PRECISION)
     # Check the source before the (slow) model load, so that a typo fails at once.
     capture = open_stream(args.camera) if args.camera is not None else None
     files, several = list_files(args.file) if args.file is not None else ([], False)
     try:
-        model = load_detector(args, device, precision, spec)
+        detector = load_detector(args, device, chosen, precision_note)
     except BaseException:
         if capture is not None:
             capture.release()
         raise
-    show = decide_show(args.show)
-    if capture is not None:
-        run_live(model, device, precision, capture, args, show)
-    else:
-        run_files(model, device, precision, files, several, args, show)
+    window = Window() if decide_show(args.show) else None
+    try:
+        if capture is not None:
+            live = live_source(args.camera, capture)
+            detector.detect(live.first)  # the first call is slow (memory, kernels): before the clock runs
+            run_sources(detector, [live], args, window)
+        else:
+            sources = FileSources(files, several, args.max_image_pixels)
+            done = run_sources(detector, sources, args, window)
+            report_files(done, sources.skipped, args)
+    finally:
+        if window:
+            window.close()
 
 
-def load_detector(args: argparse.Namespace, device: torch.device, precision: str = "fp32",
-                  spec: str = "auto") -> torch.nn.Module:
-    """The model of --weights, once, in eval mode on `device`, dropping persons below --score-thresh.
-    Its keypoint set (names, skeleton) goes into `args.keypoint_set`, for the drawing and the JSON."""
+@dataclass(frozen=True)
+class Detector:
+    """The model of --weights, ready on its device, and how its persons are drawn."""
+    model: torch.nn.Module
+    device: torch.device
+    precision: str
+    keypoint_set: KeypointSet
+    kp_thresh: float
+    draw_boxes: bool = False
+    line_width: int | None = None
+
+    def detect(self, frame: np.ndarray) -> dict[str, np.ndarray]:
+        return detect_frame(self.model, frame, self.device, self.precision)
+
+    def __call__(self, frame: np.ndarray) -> tuple[dict[str, np.ndarray], float]:
+        """The one per-frame path of images, videos and live: detect, then draw in place.
+        Returns (detections, seconds the model took)."""
+        start = time.perf_counter()
+        detections = self.detect(frame)
+        model_s = time.perf_counter() - start
+        # The model already dropped persons below --score-thresh (load_detector), so all are drawn.
+        draw.draw_poses(frame, detections["boxes"], detections["scores"], detections["keypoints"],
+                        detections["keypoint_scores"], kp_thresh=self.kp_thresh, draw_boxes=self.draw_boxes,
+                        line_width=self.line_width, keypoint_set=self.keypoint_set)
+        return detections, model_s
+
+
+def load_detector(args: argparse.Namespace, device: torch.device, chosen: str = "fp32",
+                  precision_note: str = "float32") -> Detector:
+    """The model of --weights, once, in eval mode on `device`, dropping persons below --score-thresh."""
     weights, how = runs.resolve_weights(args.weights)
     print(f"weights: {models.describe_weights(weights)}{how}")
     # Persons below the display threshold are dropped before the keypoint head, the costly part.
     model, config = models.load_model(weights, args.backbone, args.min_size, args.max_size,
                                       rpn_post_nms_top_n_test=args.proposals, box_score_thresh=args.score_thresh,
                                       box_detections_per_img=args.max_persons)
-    args.keypoint_set = keypoints.KeypointSet.from_config(config)
-    # BatchNorm folded, channels_last on a CPU, keypoint_decode's RoIHeads (float32 coordinates).
+    keypoint_set = KeypointSet.from_config(config)
     models.prepare_for_inference(model, device)
     print(f"model: {config['backbone']}, images resized to {config['min_size'][0]} (max {config['max_size']}); "
-          f"device {device}, {utils.describe_precision(precision, device, spec)}; {args.keypoint_set.describe()}")
-    return model
+          f"device {device}, {precision_note}; {keypoint_set.describe()}")
+    return Detector(model, device, chosen, keypoint_set, args.kp_thresh, args.boxes, args.line_width or None)
 
 
-# --------------------------------------------------------------------------------------
-# Model and drawing
-# --------------------------------------------------------------------------------------
 @torch.inference_mode()
 def detect_frame(model: torch.nn.Module, frame_bgr: np.ndarray, device: torch.device,
-                 precision: str = "fp32") -> dict[str, np.ndarray]:
+                 chosen: str = "fp32") -> dict[str, np.ndarray]:
     """Run the model on one BGR uint8 frame (H x W x 3, as OpenCV reads it).
 
     Returns numpy arrays: boxes (N, 4) x1 y1 x2 y2 in pixels, scores (N,), keypoints
     (N, K, 3) x, y, 1, keypoint_scores (N, K) heatmap logits. Persons come sorted by score;
-    the model's `roi_heads.score_thresh` decides which are kept. `precision`: fp32, or bf16 or
-    fp16 autocast (utils.select_precision).
+    the model's `roi_heads.score_thresh` decides which are kept. `chosen`: fp32, or bf16 or
+    fp16 autocast (precision.select).
     """
     rgb = cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2RGB)
     # uint8 crosses to the device (4x fewer bytes than float), then becomes float there.
     image = torch.from_numpy(rgb).to(device, non_blocking=True).permute(2, 0, 1).float().div_(255)
-    with utils.autocast(device, precision):
+    with precision.autocast(device, chosen):
         output = model([image])[0]
     return {
         "boxes": output["boxes"].float().cpu().numpy(),
@@ -183,20 +212,6 @@ def detect_frame(model: torch.nn.Module, frame_bgr: np.ndarray, device: torch.de
         "keypoints": output["keypoints"].float().cpu().numpy(),
         "keypoint_scores": output["keypoints_scores"].float().cpu().numpy(),
     }
-
-
-def process_frame(model: torch.nn.Module, frame: np.ndarray, device: torch.device, precision: str,
-                  args: argparse.Namespace) -> tuple[dict[str, np.ndarray], float]:
-    """The one per-frame path of images, videos and live: detect, then draw in place.
-    Returns (detections, seconds the model took)."""
-    start = time.perf_counter()
-    detections = detect_frame(model, frame, device, precision)
-    model_s = time.perf_counter() - start
-    # The model already dropped persons below --score-thresh (load_detector), so all are drawn.
-    draw.draw_poses(frame, detections["boxes"], detections["scores"], detections["keypoints"],
-                    detections["keypoint_scores"], kp_thresh=args.kp_thresh, draw_boxes=args.boxes,
-                    line_width=args.line_width or None, keypoint_set=args.keypoint_set)
-    return detections, model_s
 
 
 def persons_json(detections: dict[str, np.ndarray], kp_thresh: float) -> list[dict[str, Any]]:
@@ -229,44 +244,153 @@ def draw_speed(frame: np.ndarray, fps: float, model_ms: float) -> None:
 
 
 # --------------------------------------------------------------------------------------
-# Files: images, videos, folders, globs
+# The loop: every source, every frame
 # --------------------------------------------------------------------------------------
-def run_files(model: torch.nn.Module, device: torch.device, precision: str, files: list[str], several: bool,
-              args: argparse.Namespace, show: bool) -> None:
-    """Each file as an image or a video, whichever it is; in a folder or a glob the others are skipped."""
-    output = Path(args.output or DEFAULT_OUTPUT)  # made when the first file is written
-    window = Window() if show else None
-    done = {"image": 0, "video": 0}
-    skipped: list[str] = []
+@dataclass
+class Speed:
+    """A live source's frame rate (end to end) and model time, smoothed over about ten frames."""
+    fps: float = 0.0
+    model_ms: float = 0.0
+    frames: int = 0
+    total_model_s: float = 0.0
+    started: float = field(default_factory=time.perf_counter)
+    previous: float = field(default_factory=time.perf_counter)
+
+    def update(self, model_s: float) -> float:
+        """Count one frame; returns seconds since the source started."""
+        now = time.perf_counter()
+        blend = 0.1 if self.frames else 1.0
+        self.model_ms += blend * (model_s * 1000 - self.model_ms)
+        self.fps += blend * (1.0 / max(now - self.previous, 1e-6) - self.fps)
+        self.previous, self.frames = now, self.frames + 1
+        self.total_model_s += model_s
+        return now - self.started
+
+    @property
+    def mean_model_ms(self) -> float:
+        return 1000 * self.total_model_s / max(self.frames, 1)
+
+
+def run_sources(detector: Detector, sources: Iterable[Source], args: argparse.Namespace,
+                window: Window | None) -> dict[str, int]:
+    """Every frame of every source: detect and draw, write, show. Returns the sources done by
+    kind. q, Esc or closing the window stops everything; --max-frames ends each video or stream."""
+    done = {"image": 0, "video": 0, "live": 0}
     taken: set[Path] = set()  # what this run wrote: x.jpg and x.png must not share x.json
-    try:
-        for path in files:
-            image = read_bgr(path, args.max_image_pixels)
-            video = open_video(path) if image is None else None
-            if image is None and video is None:
-                if not several:
-                    raise utils.UserError(unreadable_message(path))
-                skipped.append(Path(path).name)
-                continue
-            if image is not None:
-                keep_going = process_image(model, device, precision, path, image, output, args, window, taken)
-                done["image"] += 1
-            else:
-                keep_going = process_video(model, device, precision, path, *video, output, args, window, taken)
-                done["video"] += 1
-            if not keep_going:
-                print("stopped by the user")
-                break
-    finally:
-        if window:
-            window.close()
+    for source in sources:
+        sink = Sink(source, args, detector.keypoint_set, taken)
+        speed, keep_going = Speed(), True
+        bar = tqdm(total=min(filter(None, (source.total, args.max_frames)), default=None), desc=Path(source.name).name,
+                   unit="frame", dynamic_ncols=True) if source.kind == "video" else None
+        if source.kind == "live":
+            print(f"live from {source.name}: " + ("q or Esc in the window" if window else "Ctrl-C") + " stops")
+        try:
+            for index, frame in source.frames:
+                detections, model_s = detector(frame)
+                seconds = speed.update(model_s)
+                if source.kind == "live":
+                    draw_speed(frame, speed.fps, speed.model_ms)
+                sink.add(index, frame, detections, seconds)
+                if bar is not None:
+                    bar.update()
+                    bar.set_postfix(persons=len(detections["scores"]), refresh=False)
+                if window and not window.show(frame, wait_for_key=source.kind == "image"):
+                    keep_going = False
+                    break
+                if args.max_frames and speed.frames >= args.max_frames:
+                    break
+        except KeyboardInterrupt:
+            if source.kind != "live":
+                raise
+            print("stopped (Ctrl-C)")  # the way to stop a live source without a window: files finish normally
+        finally:
+            source.close()
+            if bar is not None:
+                bar.close()
+        sink.close(speed)
+        done[source.kind] += 1
+        if not keep_going:
+            print("stopped by the user")
+            break
+    return done
+
+
+def report_files(done: dict[str, int], skipped: list[str], args: argparse.Namespace) -> None:
     if skipped:
         print(f"skipped {len(skipped)} file(s) that are neither images nor videos with frames: "
               + ", ".join(skipped[:5]) + (", ..." if len(skipped) > 5 else ""))
     if not any(done.values()):
         raise utils.UserError(f"no readable images or videos in {args.file}")
     saved = " and ".join(f"{n} {kind}{'s' if n != 1 else ''}" for kind, n in done.items() if n)
-    print(f"saved {saved}{' with JSON' if args.save_json else ''} to {output}")
+    print(f"saved {saved}{' with JSON' if args.save_json else ''} to {Path(args.output or DEFAULT_OUTPUT)}")
+
+
+# --------------------------------------------------------------------------------------
+# Writing: one Sink per source
+# --------------------------------------------------------------------------------------
+class Sink:
+    """Where one source's results go: the annotated image (written at once) or video (frame by
+    frame, at the source's size and fps), and its JSON (`--save-json`). A live source saves only
+    when --output or --save-json asks; a live video repeats each processed frame for the camera
+    frames dropped since the previous one, so that it keeps real time."""
+
+    def __init__(self, source: Source, args: argparse.Namespace, keypoint_set: KeypointSet, taken: set[Path]) -> None:
+        self.source, self.kp_thresh, self.save_json = source, args.kp_thresh, args.save_json
+        self.saving = source.kind != "live" or args.output is not None or args.save_json
+        output = Path(args.output or DEFAULT_OUTPUT)
+        if source.kind == "live":
+            stem = f"camera{source.name}" if source.name.isdigit() else (Path(source.name.split("?")[0]).stem or "stream")
+            self.target = output / f"{stem}.mp4"
+        else:
+            self.target = output_path(source.name, output, ".mp4" if source.kind == "video" else None, taken,
+                                      args.save_json)
+        h, w = source.first.shape[:2]
+        self.record: dict[str, Any] = {"source": source.name, "width": w, "height": h}
+        if source.fps is not None:
+            self.record["fps"] = source.fps
+        self.record["keypoint_names"] = list(keypoint_set.names)
+        self.frames: list[dict[str, Any]] = []
+        self.writer: cv2.VideoWriter | None = None
+        self.last_index, self.model_s = -1, 0.0
+
+    def add(self, index: int, frame: np.ndarray, detections: dict[str, np.ndarray], seconds: float) -> None:
+        persons = persons_json(detections, self.kp_thresh)
+        self.persons = len(persons)
+        if self.source.kind == "image":
+            write_image(self.target, frame)
+            self.record.update(exif_orientation=EXIF_ORIENTATION, persons=persons)
+        elif self.saving:
+            if self.writer is None:
+                self.writer = open_video_writer(self.target, self.source.first, self.source.fps)
+            if frame.shape != self.source.first.shape:  # a stream may change size; the file cannot
+                frame = cv2.resize(frame, self.source.first.shape[1::-1])
+            for _ in range(index - self.last_index if self.source.kind == "live" else 1):
+                self.writer.write(frame)
+            timing = {"time": round(seconds, 3)} if self.source.kind == "live" else {}
+            self.frames.append({"frame": index, **timing, "persons": persons})
+        self.last_index = index
+
+    def close(self, speed: Speed) -> None:
+        """Finish the files and say what was done."""
+        if self.writer is not None:
+            self.writer.release()
+        if self.source.kind != "image" and self.saving:
+            self.record["frames"] = self.frames
+        json_path = utils.write_json(self.target.with_suffix(".json"), self.record, indent=None) \
+            if self.save_json else None
+        name = self.source.name
+        if self.source.kind == "image":
+            print(f"{name}: {self.persons} person{'s' if self.persons != 1 else ''}, {speed.model_ms:.0f} ms "
+                  f"-> {self.target}")
+        elif self.source.kind == "video":
+            print(f"{name}: {speed.frames} frames, {self.source.fps:g} fps, model {speed.mean_model_ms:.0f} ms/frame "
+                  f"-> {self.target}")
+        else:
+            dropped = max(0, self.last_index + 1 - speed.frames)
+            print(f"{name}: {speed.frames} frames processed, {dropped} dropped while the model was busy; "
+                  f"model {speed.model_ms:.0f} ms, {speed.fps:.1f} FPS end to end")
+            for path in filter(None, (self.target if self.writer is not None else None, json_path)):
+                print(f"saved {path}")
 
 
 def output_path(source: str, output: Path, suffix: str | None = None, taken: set[Path] | None = None,
@@ -291,162 +415,16 @@ def output_path(source: str, output: Path, suffix: str | None = None, taken: set
     return target
 
 
-def process_image(model: torch.nn.Module, device: torch.device, precision: str, path: str, image: np.ndarray,
-                  output: Path, args: argparse.Namespace, window: Window | None, taken: set[Path]) -> bool:
-    target = output_path(path, output, taken=taken, with_json=args.save_json)
-    detections, model_s = process_frame(model, image, device, precision, args)
-    write_image(target, image)
-    h, w = image.shape[:2]
-    if args.save_json:
-        utils.write_json(target.with_suffix(".json"), {"source": path, "width": w, "height": h,
-                                                       "keypoint_names": list(args.keypoint_set.names),
-                                                       "persons": persons_json(detections, args.kp_thresh)}, indent=None)
-    n = len(detections["scores"])
-    print(f"{path}: {n} person{'s' if n != 1 else ''}, {model_s * 1000:.0f} ms -> {target}")
-    return window.show(image, wait_for_key=True) if window else True
-
-
-def process_video(model: torch.nn.Module, device: torch.device, precision: str, path: str,
-                  capture: cv2.VideoCapture, first: np.ndarray, output: Path, args: argparse.Namespace,
-                  window: Window | None, taken: set[Path]) -> bool:
-    """Every frame, annotated, into `<output>/<stem>.mp4` at the input's size and fps."""
-
-    target = output_path(path, output, ".mp4", taken, args.save_json)
-    fps = video_fps(capture)
-    h, w = first.shape[:2]
-    output.mkdir(parents=True, exist_ok=True)
-    total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
-    total = min(total, args.max_frames) if args.max_frames and total > 0 else (total if total > 0 else None)
-    writer = cv2.VideoWriter(str(target), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
-    if not writer.isOpened():
-        capture.release()
-        raise utils.UserError(f"cannot write video {target}")
-    frames: list[dict[str, Any]] = []
-    keep_going, model_s, index = True, 0.0, 0
-    frame: np.ndarray | None = first
-    try:
-        with tqdm(total=total, desc=Path(path).name, unit="frame", dynamic_ncols=True) as bar:
-            while frame is not None:
-                if frame.shape[:2] != (h, w):  # a stream may change size; the file cannot
-                    frame = cv2.resize(frame, (w, h))
-                detections, seconds = process_frame(model, frame, device, precision, args)
-                model_s += seconds
-                writer.write(frame)
-                if args.save_json:
-                    frames.append({"frame": index, "persons": persons_json(detections, args.kp_thresh)})
-                index += 1
-                bar.update()
-                bar.set_postfix(persons=len(detections["scores"]), refresh=False)
-                if window and not window.show(frame):
-                    keep_going = False
-                    break
-                if args.max_frames and index >= args.max_frames:
-                    break
-                ok, frame = capture.read()
-                frame = frame if ok else None
-    finally:
-        writer.release()
-        capture.release()
-    if args.save_json:
-        utils.write_json(target.with_suffix(".json"), {"source": path, "width": w, "height": h, "fps": fps,
-                                                       "keypoint_names": list(args.keypoint_set.names),
-                                                       "frames": frames}, indent=None)
-    print(f"{path}: {index} frames, {fps:g} fps, model {1000 * model_s / max(index, 1):.0f} ms/frame -> {target}")
-    return keep_going
-
-
-# --------------------------------------------------------------------------------------
-# Live: camera, stream, or a video played in real time
-# --------------------------------------------------------------------------------------
-def run_live(model: torch.nn.Module, device: torch.device, precision: str, capture: cv2.VideoCapture,
-             args: argparse.Namespace, show: bool) -> None:
-    source = args.camera
-    is_file = not source.isdigit() and not is_url(source)
-    fps_in = video_fps(capture)
-    ok, first = capture.read()
-    if not ok or first is None:
-        capture.release()
-        raise utils.UserError(f"{'camera ' if source.isdigit() else ''}{source} gave no frames")
-    # The first call is slow (memory, kernel selection); pay for it before the clock runs.
-    detect_frame(model, first, device, precision)
-    reader = LatestFrame(capture, first, pace=fps_in if is_file else 0.0).start()
-    save = args.output is not None or args.save_json
-    output = Path(args.output or DEFAULT_OUTPUT)
-    stem = f"camera{source}" if source.isdigit() else (Path(source.split("?")[0]).stem or "stream")
-    target = output / f"{stem}.mp4"
-    window = Window() if show else None
-    writer = None
-    frames: list[dict[str, Any]] = []
-    last, processed, fps, model_ms = -1, 0, 0.0, 0.0
-    print(f"live from {source}: " + ("q or Esc in the window" if window else "Ctrl-C") + " stops")
-    start = previous = time.perf_counter()
-    try:
-        while True:
-            item = reader.read(after=last)
-            if item is None:
-                if not reader.ended:
-                    print(f"warning: no new frame for {STREAM_TIMEOUT_S:g} s; stopping", file=sys.stderr)
-                break
-            index, frame = item
-            detections, seconds = process_frame(model, frame, device, precision, args)
-            now = time.perf_counter()
-            # Smoothed over about ten frames, so the numbers can be read.
-            blend = 0.1 if processed else 1.0
-            model_ms += blend * (seconds * 1000 - model_ms)
-            fps += blend * (1.0 / max(now - previous, 1e-6) - fps)
-            previous = now
-            draw_speed(frame, fps, model_ms)
-            if save:
-                if writer is None:
-                    writer = open_live_writer(target, first, fps_in)
-                # The frame stands for every camera frame since the previous one, so the
-                # video keeps real time at the camera's rate.
-                same_size = frame if frame.shape == first.shape else cv2.resize(frame, first.shape[1::-1])
-                for _ in range(index - last):
-                    writer.write(same_size)
-                if args.save_json:
-                    frames.append({"frame": index, "time": round(now - start, 3),
-                                   "persons": persons_json(detections, args.kp_thresh)})
-            last = index
-            processed += 1
-            if window and not window.show(frame):
-                break
-            if args.max_frames and processed >= args.max_frames:
-                break
-    except KeyboardInterrupt:  # the way to stop without a window: finish the files normally
-        print("stopped (Ctrl-C)")
-    finally:
-        reader.close()
-        if writer is not None:
-            writer.release()
-        if window:
-            window.close()
-    dropped = max(0, last + 1 - processed)
-    print(f"{source}: {processed} frames processed, {dropped} dropped while the model was busy; "
-          f"model {model_ms:.0f} ms, {fps:.1f} FPS end to end")
-    if writer is not None:
-        print(f"saved {target}")
-    if args.save_json:
-        h, w = first.shape[:2]
-        json_path = utils.write_json(output / f"{stem}.json", {"source": source, "width": w, "height": h,
-                                                                "fps": fps_in,
-                                                                "keypoint_names": list(args.keypoint_set.names),
-                                                                "frames": frames}, indent=None)
-        print(f"saved {json_path}")
-
-
-def open_live_writer(target: Path, frame: np.ndarray, fps: float) -> cv2.VideoWriter:
+def open_video_writer(target: Path, first: np.ndarray, fps: float) -> cv2.VideoWriter:
+    """An mp4 writer at `first`'s size; a one-line error when OpenCV cannot write there."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    h, w = frame.shape[:2]
+    h, w = first.shape[:2]
     writer = cv2.VideoWriter(str(target), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
     if not writer.isOpened():
         raise utils.UserError(f"cannot write video {target}")
     return writer
 
 
-# --------------------------------------------------------------------------------------
-# Writing
-# --------------------------------------------------------------------------------------
 def write_image(path: Path, image: np.ndarray) -> None:
     # imencode + bytes also copes with non-ASCII paths, which cv2.imwrite does not on Windows.
     ok, data = cv2.imencode(path.suffix, image)

@@ -1,5 +1,10 @@
 """Where detect.py's frames come from and where they are shown: image and video files, folders,
-glob patterns, cameras and streams (OpenCV, Pillow for what OpenCV cannot read), and the window.
+glob patterns, cameras and streams, and the window.
+
+Every kind of input is a `Source`: a name, a kind ("image", "video" or "live") and its frames as
+(index, BGR frame) pairs; `file_sources` and `live_source` make them, and detect.py runs one loop
+over them. Images are read by images.read_image (as test.py and train.py read them), videos,
+cameras and streams by OpenCV.
 """
 from __future__ import annotations
 
@@ -12,13 +17,14 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Iterator
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
 
 import cv2
 import numpy as np
-from PIL import Image, ImageOps
 
 import utils
+from images import read_image
 
 WINDOW_TITLE = "detect.py (q or Esc: quit)"
 
@@ -35,10 +41,6 @@ STREAM_TIMEOUT_S = 10.0
 
 # For messages only: the kind of a file is decided from its content.
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
-
-
-# Where a JPEG's end-of-image marker is looked for: some cameras append a little data after it.
-JPEG_TAIL_BYTES = 4096
 
 
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".ts", ".gif"}
@@ -98,41 +100,18 @@ def native_stderr_silenced() -> Iterator[None]:
 
 
 def read_bgr(path: str, max_pixels: int = utils.DEFAULT_MAX_IMAGE_PIXELS) -> np.ndarray | None:
-    """The file as a BGR uint8 image, or None when it is not an image (OpenCV, then Pillow).
-    An image of more than `max_pixels` pixels is refused (DatasetError) before decoding; a
-    truncated JPEG is decoded as far as it goes, with a warning."""
-    if not is_url(path):
-        utils.check_image_pixels(path, path, max_pixels)
-    with native_stderr_silenced():
-        image = cv2.imread(path, cv2.IMREAD_COLOR)  # EXIF orientation applied, alpha dropped, 8 bit
-    if image is not None and jpeg_truncated(path):
-        print(f"warning: {path} is a truncated JPEG (cut off before its end); drawing on the part that is there",
-              file=sys.stderr)
-    if image is not None or is_url(path):
-        return image
+    """The file as a BGR uint8 image (for OpenCV's drawing), read by images.read_image as test.py
+    and train.py read it (EXIF orientation not applied), or None when it is not one image (a video,
+    an animation, not an image). An image of more than `max_pixels` pixels is refused (DatasetError)
+    before decoding; a truncated JPEG is decoded as far as it goes, with a warning."""
+    if is_url(path):
+        return None  # a URL is a stream or a video for OpenCV
+    utils.check_image_pixels(path, path, max_pixels)
     try:
-        with utils.pillow_pixel_limit(max_pixels), Image.open(path) as im:
-            if getattr(im, "n_frames", 1) > 1:
-                return None  # animated: read it as a video
-            rgb = np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
-        return cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
-    except Exception:  # Pillow raises many types for files it cannot read
+        rgb = read_image(path, max_pixels, allow_truncated=True)
+    except utils.DatasetError:
         return None
-
-
-def jpeg_truncated(path: str) -> bool:
-    """A JPEG file without its end-of-image marker (FF D9) near its end: a cut download or copy.
-    libjpeg decodes such a file, filling the missing rows, and only prints to stderr."""
-    try:
-        with open(path, "rb") as f:
-            if f.read(2) != b"\xff\xd8":
-                return False
-            f.seek(0, os.SEEK_END)
-            f.seek(max(0, f.tell() - JPEG_TAIL_BYTES))
-            tail = f.read()
-    except OSError:
-        return False
-    return b"\xff\xd9" not in tail
+    return np.ascontiguousarray(rgb.permute(1, 2, 0).numpy()[:, :, ::-1])
 
 
 def open_video(path: str) -> tuple[cv2.VideoCapture, np.ndarray] | None:
@@ -220,7 +199,8 @@ class LatestFrame:
 
     def close(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=2.0)
+        if self._thread.ident is not None:  # started
+            self._thread.join(timeout=2.0)
         if not self._thread.is_alive():  # never release under a read in progress
             self._capture.release()
 
@@ -303,4 +283,81 @@ def unreadable_message(path: str) -> str:
         return f"video {path} yields no frames (empty or damaged)"
     return f"cannot read {path}: neither an image nor a video OpenCV can decode"
 
+
+# --------------------------------------------------------------------------------------
+# Sources: one kind of object for images, videos and live input
+# --------------------------------------------------------------------------------------
+@dataclass
+class Source:
+    """One input of detect.py: `frames` yields (index, BGR uint8 frame); `first` is frame 0, for
+    the sizes; `fps` of a video or live source (None for an image); `total` frames when known."""
+    name: str
+    kind: str  # "image", "video" or "live"
+    frames: Iterator[tuple[int, np.ndarray]]
+    first: np.ndarray
+    fps: float | None = None
+    total: int | None = None
+    close: Callable[[], None] = field(default=lambda: None)
+
+
+class FileSources:
+    """The images and videos among `files`, as Sources, in order; a file that is neither is an
+    error when it is the only one, and skipped (listed in `skipped`) in a folder or a glob."""
+
+    def __init__(self, files: list[str], several: bool, max_pixels: int) -> None:
+        self.files, self.several, self.max_pixels = files, several, max_pixels
+        self.skipped: list[str] = []
+
+    def __iter__(self) -> Iterator[Source]:
+        for path in self.files:
+            image = read_bgr(path, self.max_pixels)
+            if image is not None:
+                yield Source(path, "image", iter([(0, image)]), image)
+                continue
+            video = open_video(path)
+            if video is None:
+                if not self.several:
+                    raise utils.UserError(unreadable_message(path))
+                self.skipped.append(Path(path).name)
+                continue
+            capture, first = video
+            total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+            yield Source(path, "video", _video_frames(capture, first), first, video_fps(capture),
+                         total if total > 0 else None, capture.release)
+
+
+def _video_frames(capture: cv2.VideoCapture, first: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
+    index, frame = 0, first
+    while frame is not None:
+        yield index, frame
+        ok, frame = capture.read()
+        index += 1
+        frame = frame if ok else None
+
+
+def live_source(source: str, capture: cv2.VideoCapture) -> Source:
+    """A camera, a stream or a video played in real time: the newest frame each time the model is
+    ready (LatestFrame); the indices say how many camera frames came in between."""
+    fps = video_fps(capture)
+    ok, first = capture.read()
+    if not ok or first is None:
+        capture.release()
+        raise utils.UserError(f"{'camera ' if source.isdigit() else ''}{source} gave no frames")
+    is_file = not source.isdigit() and not is_url(source)
+    reader = LatestFrame(capture, first, pace=fps if is_file else 0.0)
+    return Source(source, "live", _latest_frames(reader), first, fps, close=reader.close)
+
+
+def _latest_frames(reader: LatestFrame) -> Iterator[tuple[int, np.ndarray]]:
+    """Started at the first frame asked for, so that the model's warm-up runs before the clock."""
+    reader.start()
+    last = -1
+    while True:
+        item = reader.read(after=last)
+        if item is None:
+            if not reader.ended:
+                print(f"warning: no new frame for {STREAM_TIMEOUT_S:g} s; stopping", file=sys.stderr)
+            return
+        last = item[0]
+        yield item
 

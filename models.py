@@ -5,8 +5,8 @@
   * checkpoints: the final-weights name, loading with `weights_only=True` (checkpoints come
     from strangers), our full training checkpoints, raw torchvision and DDP state dicts;
   * `load_model`: the inference model of a `--weights` value, with its settings;
-  * `fold_batchnorm`, `prepare_for_inference`: inference-only speed-ups (BatchNorm folding,
-    channels_last on a CPU, keypoint_decode's vectorised heatmap decoding).
+  * `fold_batchnorm`, `prepare_for_inference`: the inference model of test.py and detect.py
+    (BatchNorm folding, channels_last on a CPU, box and keypoint coordinates in float32).
 """
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ import json
 import os
 import pickle
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -31,12 +32,12 @@ from torchvision.models.resnet import BasicBlock, Bottleneck
 from torchvision.ops import FrozenBatchNorm2d, MultiScaleRoIAlign, misc
 from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork, LastLevelMaxPool
 
-from keypoint_decode import use_fast_keypoint_decoding
-from keypoints import COCO17, KeypointSet, check_same
-from utils import NUM_KEYPOINTS, UserError, image_side, precision_arg
+from keypoints import COCO17, KeypointSet
+from utils import NUM_KEYPOINTS, UserError, first_line, image_side
 
 # Our checkpoints' final-weights name; the regex finds them again for test.py/detect.py defaults.
-WEIGHTS_NAME_PATTERN = re.compile(r"^e\d+_b\d+_lr[^_]+_m[^_]+\.pth$")
+WEIGHTS_STEM = r"e\d+_b\d+_lr[^_]+_m[^_]+"
+WEIGHTS_NAME_PATTERN = re.compile(rf"^{WEIGHTS_STEM}\.pth$")
 
 
 BACKBONES = ("resnet50", "resnet18", "resnet34", "resnet101", "mobilenet_v3_large")
@@ -77,7 +78,7 @@ INFERENCE_ADVICE = "pass a local checkpoint with --weights PATH"
 
 def _download_failed(what: str, error: Exception) -> WeightsError:
     return WeightsError(
-        f"could not download {what} ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}); "
+        f"could not download {what} ({first_line(error)}); "
         f"this needs internet: {TRAINING_ADVICE}"
     )
 
@@ -105,9 +106,49 @@ def model_config(
     }
 
 
+@dataclass(frozen=True)
+class Weights:
+    """A --weights value, read once per run: "coco", "imagenet", "none", or a checkpoint file's
+    model state dict with the settings it records or shows (`settings_from_weights`)."""
+    name: str
+    state_dict: dict[str, torch.Tensor] | None = None
+    settings: dict[str, Any] | None = None
+
+    @property
+    def keypoint_set(self) -> KeypointSet | None:
+        """The keypoint set they were trained on (None for imagenet and none: no keypoint head)."""
+        if self.settings is not None:
+            return self.settings["keypoint_set"]
+        return COCO17 if self.name == "coco" else None
+
+
+def read_weights(weights: str | Weights) -> Weights:
+    """A --weights value as `Weights`: a checkpoint path is loaded here, once (torch.load with
+    weights_only=True); "coco", "imagenet" and "none" are names, downloaded (or not) by build_model."""
+    if isinstance(weights, Weights):
+        return weights
+    if weights in WEIGHT_CHOICES:
+        return Weights(weights)
+    state_dict, saved = load_weights(weights)
+    return Weights(str(weights), state_dict, settings_from_weights(state_dict, saved))
+
+
+def default_frozen_bn(weights: Weights) -> bool:
+    """torchvision's choice: BatchNorm frozen when starting from pretrained weights, trained from
+    scratch (frozen identity statistics would not train); a checkpoint's as it was trained."""
+    if weights.settings is not None:
+        return bool(weights.settings["frozen_bn"])
+    return weights.name in ("coco", "imagenet")
+
+
+def default_trainable_layers(backbone: str, frozen_bn: bool) -> int:
+    """torchvision's choice: 3 backbone stages on frozen (pretrained) BatchNorm, all of them otherwise."""
+    return 3 if frozen_bn else (6 if backbone.startswith("mobilenet") else 5)
+
+
 def build_model(
     backbone: str = "resnet50",
-    weights: str = "none",
+    weights: str | Weights = "none",
     num_keypoints: int = NUM_KEYPOINTS,
     min_size: int | Sequence[int] = DEFAULT_MIN_SIZE,
     max_size: int = DEFAULT_MAX_SIZE,
@@ -121,28 +162,27 @@ def build_model(
     """A torchvision Keypoint R-CNN with an FPN on `backbone`.
 
     weights: "coco" (torchvision's COCO person-keypoint weights, resnet50 only), "imagenet"
-    (ImageNet backbone, fresh heads), "none" (random init), or a checkpoint path (built from
-    scratch, then loaded with `load_weights`). Extra kwargs go to `KeypointRCNN` (for instance
+    (ImageNet backbone, fresh heads), "none" (random init), or a checkpoint (a path, read by
+    `read_weights`, or `Weights` already read: built from scratch, then loaded). Extra kwargs go to `KeypointRCNN` (for instance
     `box_score_thresh`, `box_detections_per_img`). `new_keypoint_predictor`: take everything
     from `weights` but the keypoint predictor, which starts afresh with `num_keypoints` outputs
     (fine-tuning to another keypoint set).
 
-    BatchNorm is frozen (torchvision's choice) when starting from pretrained weights, and
-    trained when starting from scratch, where frozen identity statistics would not train.
+    `frozen_bn` and `trainable_layers` default to `default_frozen_bn` and `default_trainable_layers`.
     `keypoint_head` lists the conv widths of the keypoint head (default: torchvision's 8 x 512);
     `fpn_channels` is the FPN's width, the input of the RPN and both heads (ResNets only).
     """
     if backbone not in BACKBONES:
         raise UserError(f"--backbone {backbone!r}: choose one of {', '.join(BACKBONES)}")
-    local_path = weights not in WEIGHT_CHOICES
+    source = read_weights(weights)
+    weights = source.name
     if weights == "coco" and backbone != "resnet50":
         raise UserError("--weights coco exists only for --backbone resnet50; use --weights imagenet or none")
-    pretrained = weights in ("coco", "imagenet")
     if frozen_bn is None:
-        frozen_bn = pretrained
+        frozen_bn = default_frozen_bn(source)
     norm_layer = misc.FrozenBatchNorm2d if frozen_bn else torch.nn.BatchNorm2d
     if trainable_layers is None:
-        trainable_layers = 3 if pretrained else 5
+        trainable_layers = default_trainable_layers(backbone, frozen_bn)
     min_size = tuple(min_size) if not isinstance(min_size, (int, float)) else (int(min_size),)
     kwargs.update(min_size=min_size, max_size=max_size, num_keypoints=num_keypoints)
     keypoint_head = tuple(keypoint_head or DEFAULT_KEYPOINT_HEAD)
@@ -170,8 +210,8 @@ def build_model(
 
     model = _build_from_backbone(backbone, weights == "imagenet", norm_layer, trainable_layers, fpn_channels,
                                  **kwargs)
-    if local_path:
-        state_dict, _ = load_weights(weights)
+    if source.state_dict is not None:
+        state_dict = source.state_dict
         if new_keypoint_predictor:
             own = model.state_dict()
             state_dict = {k: v for k, v in state_dict.items() if not k.startswith(KEYPOINT_PREDICTOR)}
@@ -251,17 +291,12 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         if "weights_only" in str(e):  # torch's advice to turn the check off is not passed on
             raise UserError(f"refused {path}: it holds Python objects that could run code when loaded; "
                             "only tensors, numbers, strings and containers of them are accepted") from None
-        raise UserError(f"cannot load {path} as a PyTorch checkpoint: {_first_line(e)}") from None
+        raise UserError(f"cannot load {path} as a PyTorch checkpoint: {first_line(e)}") from None
     except Exception as e:  # other unpickling errors come in many types, some with a bare key as message
-        raise UserError(f"cannot load {path}: not a PyTorch checkpoint ({_first_line(e)})") from None
+        raise UserError(f"cannot load {path}: not a PyTorch checkpoint ({first_line(e)})") from None
     if not isinstance(obj, dict):
         raise UserError(f"{path} holds a {type(obj).__name__}, not a state dict or checkpoint")
     return obj
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return f"{type(error).__name__}: {text.splitlines()[0]}" if text else type(error).__name__
 
 
 def split_checkpoint(obj: dict[str, Any], source: str = "checkpoint") -> tuple[dict[str, torch.Tensor], dict | None]:
@@ -317,24 +352,13 @@ def apply_state_dict(model: torch.nn.Module, state_dict: dict[str, torch.Tensor]
     model.load_state_dict(state_dict, strict=False)
 
 
-def weights_keypoint_set(weights: str) -> KeypointSet | None:
-    """The keypoint set `--weights` was trained on (None for imagenet and none: no keypoint head)."""
-    if weights in ("imagenet", "none"):
-        return None
-    return COCO17 if weights == "coco" else KeypointSet.from_config(read_model_settings(weights))
-
-
-def keypoint_transfer(weights: str, keypoint_set: KeypointSet, resuming: bool = False) -> str | None:
+def keypoint_transfer(weights: Weights, keypoint_set: KeypointSet) -> str | None:
     """When `weights` were trained on another keypoint set than `keypoint_set` (the data's): the
-    line saying what fine-tuning keeps; build_model(new_keypoint_predictor=True) does it. Else None.
-    A run resumed from `weights` (its last.pth) must have the data's set: UserError otherwise."""
-    source_set = weights_keypoint_set(weights)
-    if resuming:
-        check_same(source_set, keypoint_set, f"{weights} predicts", "the training data",
-                   "resume on the data it was trained on")
+    line saying what fine-tuning keeps; build_model(new_keypoint_predictor=True) does it. Else None."""
+    source_set = weights.keypoint_set
     if source_set is None or source_set.same_as(keypoint_set):
         return None
-    return (f"fine-tuning {describe_weights(weights)} ({source_set.describe()}) to {keypoint_set.describe()}: "
+    return (f"fine-tuning {describe_weights(weights.name)} ({source_set.describe()}) to {keypoint_set.describe()}: "
             "keeping the backbone, RPN and box head, starting a new keypoint predictor")
 
 
@@ -363,8 +387,8 @@ def load_model(
         except WeightsError as e:  # no model trained from scratch here: do not advise --weights none
             raise WeightsError(str(e).replace(TRAINING_ADVICE, INFERENCE_ADVICE)) from None
         return model.eval(), config
-    state_dict, saved = load_weights(weights)
-    found = settings_from_weights(state_dict, saved)
+    source = read_weights(weights)
+    found = source.settings
     config = model_config(
         backbone=backbone or found["backbone"] or "resnet50",
         keypoint_set=found["keypoint_set"],
@@ -377,7 +401,7 @@ def load_model(
     model = build_model(config["backbone"], "none", config["num_keypoints"], config["min_size"],
                         config["max_size"], frozen_bn=config["frozen_bn"],
                         keypoint_head=config["keypoint_head"], fpn_channels=config["fpn_channels"], **kwargs)
-    apply_state_dict(model, state_dict, source=str(weights))
+    apply_state_dict(model, source.state_dict, source=str(weights))
     return model.eval(), config
 
 
@@ -416,11 +440,6 @@ def settings_from_weights(state_dict: dict[str, torch.Tensor], saved: dict | Non
         "keypoint_head": saved.get("keypoint_head") or guess_keypoint_head(state_dict),
         "fpn_channels": saved.get("fpn_channels") or guess_fpn_channels(state_dict),
     }
-
-
-def read_model_settings(path: str | os.PathLike) -> dict[str, Any]:
-    """`settings_from_weights` of the checkpoint at `path`."""
-    return settings_from_weights(*load_weights(path))
 
 
 def guess_keypoint_head(state_dict: dict[str, torch.Tensor]) -> list[int]:
@@ -481,18 +500,40 @@ def fold_batchnorm(model: torch.nn.Module) -> int:
     return folded
 
 
+def _to_float32(module: torch.nn.Module, inputs: tuple, output: Any) -> Any:
+    """Forward hook: floating tensors in the output (nested in tuples/lists) as float32."""
+    if isinstance(output, torch.Tensor):
+        return output.float() if output.is_floating_point() else output
+    if isinstance(output, (list, tuple)):
+        return type(output)(_to_float32(module, inputs, o) for o in output)
+    return output
+
+
+def keep_float32_outputs(model: torch.nn.Module) -> torch.nn.Module:
+    """Make the heads whose outputs place boxes and keypoints (the RPN head's deltas, the box
+    predictor's deltas and scores, the keypoint predictor's heatmaps) hand float32 onward under an
+    autocast, so that bfloat16 does not round box coordinates to 8 bits of mantissa (a box edge at
+    x = 600 would move in steps of 4 px). Forward hooks: the weights, the state_dict and training
+    stay as they are. Returns `model`."""
+    heads = model.roi_heads
+    for module in (model.rpn.head, heads.box_predictor, heads.keypoint_predictor):
+        if module is not None and not getattr(module, "_outputs_float32", False):
+            module.register_forward_hook(_to_float32)
+            module._outputs_float32 = True
+    return model
+
+
 def prepare_for_inference(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
     """test.py's and detect.py's model: eval mode, BatchNorm folded into the convolutions, on
-    `device`, channels_last weights on a CPU (oneDNN's fast layout, in float32 and bfloat16),
-    and keypoint_decode's RoIHeads (large persons' heatmaps decoded together; the box and
-    keypoint coordinates kept in float32 under an autocast). Each step keeps the outputs to float
-    rounding (tests/test_keypoint_decode.py, tests/test_models.py). Returns `model`."""
+    `device`, channels_last weights on a CPU (oneDNN's fast layout, in float32 and bfloat16), and
+    box and keypoint coordinates kept in float32 under an autocast (`keep_float32_outputs`). Each
+    step keeps the outputs to float rounding (tests/test_models.py). Returns `model`."""
     model.eval()
-    fold_batchnorm(model)  # benchmark.py: ~1.1x on a CPU
+    fold_batchnorm(model)  # benchmarks: ~1.1x on a CPU
     model.to(device)
     if device.type == "cpu":
-        model.to(memory_format=torch.channels_last)  # faster in float32, more so in bfloat16 (benchmark.py)
-    return use_fast_keypoint_decoding(model)
+        model.to(memory_format=torch.channels_last)  # faster in float32, more so in bfloat16 (benchmarks)
+    return keep_float32_outputs(model)
 
 
 def add_model_flags(group: argparse._ArgumentGroup, min_size_note: str = "") -> None:
@@ -508,11 +549,3 @@ def add_model_flags(group: argparse._ArgumentGroup, min_size_note: str = "") -> 
                             "(default: the checkpoint's largest training size, else 800)")
     group.add_argument("--max-size", type=image_side, default=None,
                        help=f"longer image side cap (default: the checkpoint's, else {DEFAULT_MAX_SIZE})")
-
-
-def add_precision_flag(group: argparse._ArgumentGroup, cuda_default: str) -> None:
-    """--precision of test.py and detect.py (utils.select_precision resolves `auto`)."""
-    group.add_argument("--precision", type=precision_arg, default="auto", metavar="{auto,fp32,bf16,fp16}",
-                       help="autocast precision of the model. auto: bf16 on a CPU with AMX or AVX512-BF16 "
-                            f"(about 3x faster there, same AP to 0.02), {cuda_default} on CUDA, fp32 elsewhere; "
-                            "fp16 needs CUDA")

@@ -2,17 +2,15 @@
 
 A new run writes into a new folder, runs/train/exp, exp2, ... (as Ultralytics users know them);
 a folder that holds an earlier run is written only to continue it (--resume) or when asked
-(--exist-ok). `--resume` alone continues the newest run; test.py and detect.py without
---weights take the newest final weights here or in any run folder. `--resume` restores a run's
-settings from its last.pth.
+(--exist-ok). `--resume` alone continues the newest run (`resume_path`); test.py and detect.py
+without --weights take the newest final weights here or in any run folder.
 """
 from __future__ import annotations
 
-import argparse
 import os
 import re
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import models
 import utils
@@ -22,10 +20,7 @@ RUN_PREFIX = "exp"
 LAST_CHECKPOINT = "last.pth"
 BEST_CHECKPOINT = "best.pth"
 # The files of a run: a folder holding one is not written over by a new run.
-RUN_FILE_PATTERN = re.compile(r"^(last\.pth|best\.pth|e\d+_b\d+_lr[^_]+_m[^_]+\.(pth|json|png))$")
-# On --resume these must match the checkpoint: they shape the model, the optimizer or the data order.
-FIXED_ON_RESUME = ("backbone", "keypoint_head", "fpn_channels", "trainable_layers", "box_batch_size_per_image",
-                   "weights", "batch_size", "optimizer", "lr", "momentum", "weight_decay", "seed")
+RUN_FILE_PATTERN = re.compile(rf"^(last\.pth|best\.pth|{models.WEIGHTS_STEM}\.(pth|json|png))$")
 
 
 def run_paths(output_dir: str | os.PathLike, weights_name: str) -> dict[str, Path]:
@@ -36,50 +31,22 @@ def run_paths(output_dir: str | os.PathLike, weights_name: str) -> dict[str, Pat
             "final": output_dir / f"{stem}.pth", "log": output_dir / f"{stem}.json", "plot": output_dir / f"{stem}.png"}
 
 
-def newest_last_checkpoint(output_dir: str | None) -> Path:
-    """What `--resume` without PATH continues: last.pth in --output-dir when given, else the
-    newest of RUNS/*/last.pth and ./last.pth (where runs went before run folders)."""
-    if output_dir is not None:
-        return Path(output_dir) / LAST_CHECKPOINT
-    found = [p for p in (*Path(RUNS).glob(f"*/{LAST_CHECKPOINT}"), Path(LAST_CHECKPOINT)) if p.is_file()]
-    if not found:
-        raise utils.UserError(f"--resume: no {LAST_CHECKPOINT} in {RUNS}/*/ or here; name one: --resume PATH")
-    return max(found, key=lambda p: p.stat().st_mtime)
-
-
-def load_resume(args: argparse.Namespace, defaults: dict[str, Any]) -> tuple[argparse.Namespace, dict | None, Path | None]:
-    """(settings, checkpoint, its path): with --resume, the checkpoint's settings under the flags typed
-    now; `defaults` are train.py's flag defaults."""
-    if args.resume is None:
-        return args, None, None
-    resume_path = Path(args.resume) if args.resume else newest_last_checkpoint(args.output_dir)
-    if not resume_path.is_file():
-        raise utils.UserError(f"--resume: no checkpoint at {resume_path}")
-    resume_ckpt = models.load_checkpoint(resume_path)
-    missing = [k for k in ("model", "optimizer", "lr_scheduler", "epoch", "args", "model_config") if k not in resume_ckpt]
-    if missing:
-        raise utils.UserError(f"--resume: {resume_path} is not a full training checkpoint (no {missing[0]!r}); "
-                              "use it with --weights to start a new run from its weights")
-    return restore_args(args, resume_ckpt["args"], resume_path, defaults), resume_ckpt, resume_path
-
-
-def restore_args(args: argparse.Namespace, saved: dict[str, Any], source: Path,
-                 defaults: dict[str, Any]) -> argparse.Namespace:
-    """train.py's defaults < the checkpoint's settings < flags typed now."""
-    merged = dict(defaults)
-    merged.update({k: v for k, v in saved.items() if k in merged})
-    for name in args.explicit:
-        value = getattr(args, name)
-        if name in FIXED_ON_RESUME and name in saved and value != saved[name]:
-            raise utils.UserError(f"--{name.replace('_', '-')} {value} differs from {saved[name]} in {source}; "
-                                  "it cannot change when resuming (start a new run with --weights instead)")
-        merged[name] = value
-    # The device is this machine's choice: a run from a GPU box may continue on a CPU one. The run
-    # continues in the checkpoint's folder (wherever it was moved to) unless --output-dir says otherwise.
-    merged["resume"], merged["explicit"], merged["device"] = args.resume, args.explicit, args.device
-    merged["exist_ok"] = args.exist_ok
-    merged["output_dir"] = args.output_dir if "output_dir" in args.explicit else str(source.parent)
-    return argparse.Namespace(**merged)
+def resume_path(resume: str, output_dir: str | None) -> Path:
+    """The checkpoint `--resume [PATH]` continues: PATH (a run folder means its last.pth), else
+    last.pth in --output-dir when given, else the newest of RUNS/*/last.pth and ./last.pth."""
+    if resume:
+        path = Path(resume)
+        path = path / LAST_CHECKPOINT if path.is_dir() else path
+    elif output_dir is not None:
+        path = Path(output_dir) / LAST_CHECKPOINT
+    else:
+        found = [p for p in (*Path(RUNS).glob(f"*/{LAST_CHECKPOINT}"), Path(LAST_CHECKPOINT)) if p.is_file()]
+        if not found:
+            raise utils.UserError(f"--resume: no {LAST_CHECKPOINT} in {RUNS}/*/ or here; name one: --resume PATH")
+        path = max(found, key=lambda p: p.stat().st_mtime)
+    if not path.is_file():
+        raise utils.UserError(f"--resume: no checkpoint at {path}")
+    return path
 
 
 def new_run_dir(runs: Path = Path(RUNS)) -> Path:
@@ -126,7 +93,7 @@ def find_latest_weights(folders: Sequence[str | os.PathLike] = (".",)) -> Path |
 
 
 def weight_folders(root: str | os.PathLike = ".") -> list[Path]:
-    """Where final weights are looked for: `root` (where train.py wrote them before run folders)
+    """Where final weights are looked for: `root` (final weights copied or downloaded next to the scripts)
     and every run folder of train.py under it (runs/train/*/)."""
     root = Path(root)
     runs = root / RUNS

@@ -8,7 +8,7 @@ results file (ours or anyone's) without a model and gives the same tables.
 Usage:
     python test.py                                    # newest e*_b*_lr*_m*.pth here or in runs/train/*/, else COCO weights
     python test.py --weights e42_b8_lr0.02_m0.9.pth   # our checkpoint or a raw torchvision state_dict
-    python test.py --weights coco --data-root /data/coco --batch-size 4 --amp
+    python test.py --weights coco --data-root /data/coco --batch-size 4 --precision fp16   # on a GPU
     python test.py --ann-file my/annotations.json --images my/images --weights best.pth
     python test.py --limit 100                        # only the first 100 images (sorted by id)
     python test.py --results runs/test/results.json   # evaluate a results file, no model
@@ -27,22 +27,21 @@ warning, COCO's sigma for each joint named as in COCO and 0.05 for the rest:
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from pathlib import Path
 from typing import Any, Sequence
 
-from torch.utils.data import Subset
-
 import coco_eval
 import keypoints
 import models
+import precision
 import runs
 import utils
-from dataset import CocoKeypoints, coco_paths, load_coco
+from dataset import CocoKeypoints, base_dataset, coco_paths, first_images, load_coco
 
 DEFAULT_RESULTS = "runs/test/results.json"
 DEFAULT_METRICS = "runs/test/metrics.json"
+CUDA_PRECISION = "fp32"  # what --precision auto is on CUDA: torchvision's reference evaluates in float32
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -57,7 +56,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     data.add_argument("--ann-file", type=Path, default=None,
                       help="a COCO-format annotation file (default: the one under --data-root)")
     data.add_argument("--images", type=Path, default=None,
-                      help="the folder of the images --ann-file lists (default: val2017/ under --data-root)")
+                      help="the folder of the images --ann-file lists (default: val2017/ under --data-root); "
+                           "images are read as stored, EXIF orientation not applied (COCO's labels refer to "
+                           "the stored pixels; detect.py reads them the same way)")
     data.add_argument("--limit", type=utils.positive_int, default=None, metavar="N",
                       help="evaluate only the first N images (in image-id order)")
     utils.add_max_image_pixels_flag(data)
@@ -73,8 +74,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                           "matches torchvision's reference and train.py's per-epoch AP")
     run.add_argument("--workers", "-j", type=utils.nonnegative_int, default=2, help="data-loading processes (default: 2)")
     run.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N; under torchrun each rank uses its own GPU")
-    models.add_precision_flag(run, cuda_default="fp32")
-    run.add_argument("--amp", action="store_true", help="--precision fp16 on CUDA (ignored on the CPU)")
+    precision.add_inference_flags(run, cuda_default=CUDA_PRECISION)
 
     io = parser.add_argument_group("results files")
     io.add_argument("--results", type=Path, default=None, metavar="FILE",
@@ -105,28 +105,24 @@ def run(args: argparse.Namespace) -> dict[str, dict[str, float]]:
 
     info, device = utils.init_distributed(args.device)
     try:
-        spec = requested_precision(args, device)
-        precision = utils.select_precision(spec, device, cuda_default="fp32")
+        chosen, precision_note = precision.resolve(args, device, CUDA_PRECISION)
         dataset = CocoKeypoints(image_dir, ann_file, train=False, max_image_pixels=args.max_image_pixels)
-        if args.limit:
-            dataset = Subset(dataset, range(min(args.limit, len(dataset))))
+        dataset = first_images(dataset, args.limit)
         weights, how = runs.resolve_weights(args.weights)
         if info.is_main:
             print(f"weights: {models.describe_weights(weights)}{how}")
         model, config = models.load_model(weights, args.backbone, args.min_size, args.max_size)
-        data_keypoints = (dataset.dataset if isinstance(dataset, Subset) else dataset).keypoint_set
+        data_keypoints = base_dataset(dataset).keypoint_set
         keypoints.check_same(keypoints.KeypointSet.from_config(config), data_keypoints, f"weights {weights} predict",
                              f"annotation file {ann_file}")
         coco_eval.oks_sigmas(data_keypoints, args.oks_sigmas, verbose=False)  # fails before predicting
         models.prepare_for_inference(model, device)
         if info.is_main:
-            amp_note = " (--amp ignored: CUDA only)" if args.amp and device.type != "cuda" else ""
             print(f"model: {config['backbone']}, images resized to {config['min_size'][0]} "
-                  f"(max {config['max_size']}); device {device}, {utils.describe_precision(precision, device, spec)}"
-                  f"{amp_note}" + (f", {info.world_size} processes" if info.distributed else ""))
+                  f"(max {config['max_size']}); device {device}, {precision_note}" + (f", {info.world_size} processes" if info.distributed else ""))
             print(f"data: {len(dataset)} images from {image_dir} ({ann_file}), {data_keypoints.describe()}")
         metrics, results = coco_eval.evaluate_dataset(model, dataset, device, args.batch_size, args.workers,
-                                                      precision=precision, verbose=info.is_main, desc="test",
+                                                      precision=chosen, verbose=info.is_main, desc="test",
                                                       sigmas=args.oks_sigmas)
         if info.is_main:
             if args.save_results:
@@ -135,15 +131,6 @@ def run(args: argparse.Namespace) -> dict[str, dict[str, float]]:
         return metrics
     finally:
         utils.cleanup_distributed()
-
-
-def requested_precision(args: argparse.Namespace, device) -> str:
-    """--precision, with --amp as its old name for fp16 on CUDA (ignored on the CPU, as before)."""
-    if not args.amp or device.type != "cuda":
-        return args.precision
-    if args.precision not in ("auto", "fp16"):
-        raise utils.UserError(f"--amp means --precision fp16; it contradicts --precision {args.precision}")
-    return "fp16"
 
 
 def evaluate_results_file(path: Path, ann_file: Path, limit: int | None, save_metrics: str,
@@ -168,19 +155,11 @@ def evaluate_results_file(path: Path, ann_file: Path, limit: int | None, save_me
 
 def read_results(path: Path, coco_gt) -> list[dict[str, Any]]:
     """A COCO results file, checked so that pycocotools never meets an entry it would crash on."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            results = json.load(f)
-    except FileNotFoundError:
-        raise utils.UserError(f"results file not found: {path}") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise utils.UserError(f"cannot read results file {path}: {e}") from None
-    except json.JSONDecodeError as e:
-        raise utils.UserError(f"results file {path} is not valid JSON: {e}") from None
+    results = utils.read_json(path, "results file")
     if not isinstance(results, list):
         raise utils.UserError(f"results file {path} holds a JSON {type(results).__name__}; the COCO results "
                               "format is a list of detections")
-    gt_keypoints = next((len(a["keypoints"]) for a in coco_gt.dataset["annotations"] if a.get("keypoints")), None)
+    gt_keypoints = coco_eval.keypoint_numbers(coco_gt)
     kinds = None
     for index, entry in enumerate(results):
         problem = result_problem(entry, gt_keypoints)

@@ -33,7 +33,6 @@ loss_box_reg, loss_keypoint, loss_objectness, loss_rpn_box_reg), and the current
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -41,22 +40,20 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import torch
-import torch.distributed as dist
 from torch.utils.data import DataLoader, DistributedSampler, Subset
-from tqdm import tqdm
 
 import coco_eval
 import draw
 import keypoints
 import models
+import precision
 import runs
 import utils
 from dataset import (CocoKeypoints, DatasetError, coco_paths, collate_fn, create_aspect_ratio_groups, epoch_batches,
-                     get_transforms, has_person_keypoints)
+                     first_images, get_transforms, has_person_keypoints)
+from engine import LOSS_NAMES, SHORT_LOSS_NAMES, Progress, train_one_epoch, validation_loss
 from optim import lr_factor, make_optimizer
 
-LOSS_NAMES = ("loss_classifier", "loss_box_reg", "loss_keypoint", "loss_objectness", "loss_rpn_box_reg")
-SHORT_LOSS_NAMES = ("cls", "box", "kp", "obj", "rpn")
 # torchvision's keypoint schedule (references/detection: --epochs 46 --lr-steps 36 43, its AP 65.0; the
 # original project ran 42 epochs with these milestones, so its second decay never came). Its lr per image
 # of the total batch: the original's 0.02 at 8 (AP 64.2), twice torchvision's; --lr scales linearly with -b.
@@ -119,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--warmup-iters", type=utils.nonnegative_int, default=1000, help="iterations of linear lr warm-up (0: none)")
     g.add_argument("--warmup-factor", type=utils.positive_float, default=0.001, help="lr factor at the first warm-up iteration")
     g.add_argument("--clip-grad", type=utils.nonnegative_float, default=0.0, metavar="NORM", help="gradient norm clip (0: off)")
-    g.add_argument("--amp", action="store_true", help="mixed precision (CUDA only)")
+    precision.add_training_flag(g)
 
     g = p.add_argument_group("run")
     g.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
@@ -139,19 +136,54 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+# On --resume these must match the checkpoint: they shape the model, the optimizer or the data order.
+FIXED_ON_RESUME = ("backbone", "keypoint_head", "fpn_channels", "trainable_layers", "box_batch_size_per_image",
+                   "weights", "batch_size", "optimizer", "lr", "momentum", "weight_decay", "seed")
+# What concerns this command, not the run: never saved with a run's settings, so never restored.
+COMMAND_ONLY = ("resume", "exist_ok", "device", "given")
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    args = build_parser().parse_args(argv)
-    # Which flags were typed, so that --resume knows what overrides the checkpoint's settings.
-    probe = build_parser()
-    for action in probe._actions:
-        action.default = argparse.SUPPRESS
-    args.explicit = sorted(vars(probe.parse_args(argv)))
+    """The flags; `given` lists those typed on the command line, which --resume keeps over the
+    checkpoint's settings (the others come from the checkpoint)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    # Parsed again onto a namespace that already holds every name, argparse sets only what is typed.
+    untyped = object()
+    typed = parser.parse_args(argv, namespace=argparse.Namespace(**{name: untyped for name in vars(args)}))
+    args.given = sorted(name for name, value in vars(typed).items() if value is not untyped)
     return args
 
 
 def plain_args(args: argparse.Namespace) -> dict[str, Any]:
-    """The settings worth saving: plain types only (checkpoints are loaded with weights_only)."""
-    return {k: v for k, v in vars(args).items() if k not in ("explicit", "resume", "exist_ok")}
+    """The run's settings, as saved: plain types only (checkpoints are loaded with weights_only)."""
+    return {k: v for k, v in vars(args).items() if k not in COMMAND_ONLY}
+
+
+def resume(args: argparse.Namespace) -> tuple[argparse.Namespace, dict | None, Path | None]:
+    """(settings, checkpoint, its path). With --resume: the checkpoint (read once, here) and its
+    run's settings, under the flags typed now; a flag in FIXED_ON_RESUME cannot change. The run
+    goes on in the checkpoint's folder unless --output-dir is typed. Without: (args, None, None)."""
+    if args.resume is None:
+        return args, None, None
+    path = runs.resume_path(args.resume, args.output_dir)
+    ckpt = models.load_checkpoint(path)
+    missing = [k for k in ("model", "optimizer", "lr_scheduler", "epoch", "args", "model_config") if k not in ckpt]
+    if missing:
+        raise utils.UserError(f"--resume: {path} is not a full training checkpoint (no {missing[0]!r}); "
+                              "use it with --weights to start a new run from its weights")
+    saved, merged = ckpt["args"], vars(args).copy()
+    for name, value in saved.items():
+        if name not in merged or name in COMMAND_ONLY:
+            continue
+        if name in args.given and name in FIXED_ON_RESUME and merged[name] != value:
+            raise utils.UserError(f"--{name.replace('_', '-')} {merged[name]} differs from {value} in {path}; "
+                                  "it cannot change when resuming (start a new run with --weights instead)")
+        if name not in args.given:
+            merged[name] = value
+    if "output_dir" not in args.given:
+        merged["output_dir"] = str(path.parent)
+    return argparse.Namespace(**merged), ckpt, path
 
 
 def check_args(args: argparse.Namespace, world_size: int) -> None:
@@ -171,10 +203,6 @@ def check_args(args: argparse.Namespace, world_size: int) -> None:
 # --------------------------------------------------------------------------------------
 # Data
 # --------------------------------------------------------------------------------------
-def first(dataset, n: int | None):
-    return Subset(dataset, range(min(n, len(dataset)))) if n is not None else dataset
-
-
 def build_datasets(args: argparse.Namespace):
     """(training set, validation-loss set, evaluation set, keypoint set); the two validation sets
     are None with --val-limit 0. The keypoint set is the training file's (with --flip-pairs).
@@ -196,104 +224,23 @@ def build_datasets(args: argparse.Namespace):
                                " (a COCO instances file? Keypoint R-CNN needs person_keypoints_*.json)"))
     kp_set = train_set.keypoint_set.with_flip_pairs(args.flip_pairs)
     train_set.transforms = get_transforms(True, flip_prob=args.flip_prob, keypoint_set=kp_set)
-    train_set = first(train_set, args.limit)
+    train_set = first_images(train_set, args.limit)
     if args.val_limit == 0:
         return train_set, None, None, kp_set
     val_dir, val_ann = coco_paths(root, "val")
-    val_loss_set = first(CocoKeypoints(val_dir, val_ann, train=True, transforms=get_transforms(False),
+    val_loss_set = first_images(CocoKeypoints(val_dir, val_ann, train=True, transforms=get_transforms(False),
                                        max_image_pixels=pixels), args.val_limit)
     eval_set = CocoKeypoints(val_dir, val_ann, train=False, transforms=get_transforms(False), max_image_pixels=pixels)
     keypoints.check_same(kp_set, eval_set.keypoint_set, f"{train_ann} has", str(val_ann), "both splits need the same")
     coco_eval.oks_sigmas(kp_set, args.oks_sigmas, verbose=False)  # a wrong --oks-sigmas fails now, not after an epoch
-    return train_set, val_loss_set, first(eval_set, args.val_limit), kp_set
+    return train_set, val_loss_set, first_images(eval_set, args.val_limit), kp_set
 
 
 # --------------------------------------------------------------------------------------
 # Schedule, interrupts, checkpoints
 # --------------------------------------------------------------------------------------
-@dataclass
-class Progress:
-    """Where the run stands: `epoch` epochs done, `step` batches of the next one done."""
-    epoch: int = 0
-    step: int = 0
-    loss_sums: list[float] = field(default_factory=lambda: [0.0] * len(LOSS_NAMES))
-    lr: float = 0.0  # of the last step
-
-
 def save_log(path: Path, args, config: dict, history: list[dict]) -> None:
     utils.write_json(path, {"args": plain_args(args), "model_config": config, "epochs": history}, indent=1)
-
-
-# --------------------------------------------------------------------------------------
-# One epoch of training, validation loss
-# --------------------------------------------------------------------------------------
-def train_one_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler, scaler: torch.amp.GradScaler,
-                    loader, device: torch.device, progress: Progress, epochs: int, iters_per_epoch: int,
-                    world_size: int, show: bool, checkpoint_path: Path, clip_grad: float = 0.0) -> None:
-    """Train over `loader`, updating `progress` after every completed step, with the gradient norm
-    clipped to `clip_grad` (0: not). `checkpoint_path` is only named in the message of a non-finite loss."""
-    model.train()
-    use_amp = scaler.is_enabled()
-    bar = tqdm(loader, total=iters_per_epoch, initial=progress.step, disable=not show, dynamic_ncols=True,
-               desc=f"epoch {progress.epoch + 1}/{epochs}")
-    for images, targets in bar:
-        images, targets = utils.to_device(images, targets, device)
-        with torch.autocast(device.type, enabled=use_amp):
-            loss_dict = model(images, targets)
-        values = utils.reduce_mean(torch.stack([loss_dict[k].detach().float() for k in LOSS_NAMES]), world_size)
-        if not bool(torch.isfinite(values).all()):
-            bad = ", ".join(f"{k}={v:g}" for k, v in zip(LOSS_NAMES, values.tolist()) if not math.isfinite(v))
-            raise utils.UserError(
-                f"non-finite loss at epoch {progress.epoch + 1}, iteration {progress.step + 1}/{iters_per_epoch} "
-                f"({bad}); stopped. Lower --lr or raise --warmup-iters; the last good checkpoint is "
-                f"{checkpoint_path} (epoch {progress.epoch})")
-        loss = sum(loss_dict[k] for k in LOSS_NAMES)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        if clip_grad:
-            scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad)
-        with utils.interrupts_held():
-            progress.lr = optimizer.param_groups[0]["lr"]
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
-            progress.loss_sums = [s + v for s, v in zip(progress.loss_sums, values.tolist())]
-            progress.step += 1
-        if show:
-            means = [s / progress.step for s in progress.loss_sums]
-            parts = " ".join(f"{n} {m:.3f}" for n, m in zip(SHORT_LOSS_NAMES, means))
-            bar.set_postfix_str(f"loss {sum(means):.3f} {parts} lr {progress.lr:.2e}",
-                                refresh=False)
-    bar.close()
-
-
-@torch.no_grad()
-def validation_loss(model, loader, device, use_amp: bool, world_size: int) -> dict[str, float] | None:
-    """Mean losses over `loader`. torchvision returns losses only in train mode, so the model
-    runs in train mode with BatchNorm in eval mode (the val images must not move its statistics)
-    and at the test-time size, so that epochs compare."""
-    model.train()
-    for m in model.modules():
-        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-            m.eval()
-    sums = torch.zeros(len(LOSS_NAMES) + 1, dtype=torch.float64, device=device)
-    try:
-        with models.at_inference_size(model):
-            for images, targets in loader:
-                images, targets = utils.to_device(images, targets, device)
-                with torch.autocast(device.type, enabled=use_amp):
-                    loss_dict = model(images, targets)
-                sums[:-1] += torch.stack([loss_dict[k].detach().double() for k in LOSS_NAMES]) * len(images)
-                sums[-1] += len(images)
-    finally:
-        model.train()
-    if world_size > 1:
-        dist.all_reduce(sums)
-    if sums[-1] == 0:
-        return None
-    means = (sums[:-1] / sums[-1]).tolist()
-    return dict(zip(LOSS_NAMES, means))
 
 
 # --------------------------------------------------------------------------------------
@@ -339,26 +286,21 @@ class Data:
     keypoint_set: keypoints.KeypointSet
 
 
-def settle_model_settings(args: argparse.Namespace, resume_ckpt: dict | None) -> bool:
-    """Fill in the model flags a checkpoint decides; returns whether BatchNorm is frozen."""
+def settle_model_settings(args: argparse.Namespace, weights: models.Weights,
+                          resume_ckpt: dict | None) -> tuple[argparse.Namespace, bool]:
+    """The run's model settings: the flags typed, else what the checkpoint of --weights records,
+    else the defaults (models.default_*); a resumed run's are its own. Returns (settings, whether
+    BatchNorm is frozen)."""
     if resume_ckpt is not None:
-        frozen_bn = bool(resume_ckpt["model_config"]["frozen_bn"])
-    elif args.weights in ("coco", "imagenet"):
-        frozen_bn = True
-    elif args.weights == "none":
-        frozen_bn = False
-    else:  # a checkpoint: its model settings fill in the flags not typed
-        saved = models.read_model_settings(args.weights)
-        if "backbone" not in args.explicit:
-            args.backbone = saved["backbone"] or args.backbone
-        if "keypoint_head" not in args.explicit:
-            args.keypoint_head = saved["keypoint_head"]
-        if "fpn_channels" not in args.explicit:
-            args.fpn_channels = saved["fpn_channels"]
-        frozen_bn = saved["frozen_bn"]
-    if args.trainable_layers is None:  # torchvision: 3 stages from pretrained weights, all from scratch
-        args.trainable_layers = 3 if frozen_bn else (6 if args.backbone.startswith("mobilenet") else 5)
-    return frozen_bn
+        frozen_bn, found = bool(resume_ckpt["model_config"]["frozen_bn"]), {}
+    else:
+        frozen_bn, saved = models.default_frozen_bn(weights), weights.settings or {}
+        found = {name: saved[name] for name in ("backbone", "keypoint_head", "fpn_channels")
+                 if saved.get(name) and name not in args.given}
+    settings = argparse.Namespace(**{**vars(args), **found})
+    if settings.trainable_layers is None:
+        settings.trainable_layers = models.default_trainable_layers(settings.backbone, frozen_bn)
+    return settings, frozen_bn
 
 
 def build_data(args: argparse.Namespace, info: utils.DistInfo, device: torch.device) -> Data:
@@ -382,12 +324,12 @@ def build_data(args: argparse.Namespace, info: utils.DistInfo, device: torch.dev
                 kp_set)
 
 
-def build_run(args: argparse.Namespace, frozen_bn: bool, resumed: bool, iters_per_epoch: int,
+def build_run(args: argparse.Namespace, weights: models.Weights, frozen_bn: bool, iters_per_epoch: int,
               info: utils.DistInfo, device: torch.device, kp_set: keypoints.KeypointSet = keypoints.COCO17,
               new_predictor: bool = False) -> Run:
     """Model, SGD, the lr schedule and the AMP scaler, as a fresh run starts them."""
     utils.seed_everything(args.seed)
-    net = models.build_model(args.backbone, "none" if resumed else args.weights, kp_set.num,
+    net = models.build_model(args.backbone, weights, kp_set.num,
                              min_size=args.min_size, max_size=args.max_size,
                              trainable_layers=args.trainable_layers, frozen_bn=frozen_bn,
                              keypoint_head=args.keypoint_head, new_keypoint_predictor=new_predictor,
@@ -404,7 +346,7 @@ def build_run(args: argparse.Namespace, frozen_bn: bool, resumed: bool, iters_pe
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(
         iters_per_epoch, args.milestones, args.gamma, args.warmup_iters, args.warmup_factor,
         args.epochs * iters_per_epoch if args.schedule == "cosine" else 0))
-    scaler = torch.amp.GradScaler(device.type, enabled=args.amp and device.type == "cuda")
+    scaler = torch.amp.GradScaler(device.type, enabled=precision.training(args.amp, device) == "fp16")
     return Run(model, net, optimizer, scheduler, scaler, config)
 
 
@@ -469,8 +411,7 @@ def epoch_summary(entry: dict[str, Any], epochs: int, metrics: dict, is_best: bo
 def validate(run: Run, data: Data, args: argparse.Namespace, epoch: int, info: utils.DistInfo,
              device: torch.device) -> tuple[dict[str, float] | None, dict]:
     """(validation losses or None, COCO metrics or {}) after `epoch`, as the flags ask."""
-    use_amp = run.scaler.is_enabled()
-    val = validation_loss(run.net, data.val_loader, device, use_amp, info.world_size) \
+    val = validation_loss(run.net, data.val_loader, device, precision.training(args.amp, device), info.world_size) \
         if data.val_loader is not None else None
     metrics = {}
     if evaluates(data, args, epoch):
@@ -530,20 +471,24 @@ def save_stopped_run(run: Run, data: Data, args: argparse.Namespace, info: utils
 
 def train(args: argparse.Namespace, info: utils.DistInfo, device: torch.device) -> Path | None:
     log = print if info.is_main else (lambda *a, **k: None)
-    # settings: fresh, or restored from the checkpoint we resume
-    args, resume_ckpt, resume_path = runs.load_resume(args, vars(build_parser().parse_args([])))
+    args, resume_ckpt, resume_path = resume(args)  # settings: fresh, or the resumed run's
     check_args(args, info.world_size)
     if args.amp and device.type != "cuda":
         log("note: --amp needs CUDA; training in float32")
-    frozen_bn = settle_model_settings(args, resume_ckpt)
+    weights = models.read_weights("none" if resume_ckpt is not None else args.weights)  # --weights PATH: read here
+    args, frozen_bn = settle_model_settings(args, weights, resume_ckpt)
     data = build_data(args, info, device)
     # Rank 0 picks the folder (a new runs/train/expN by default); under torchrun every rank writes there.
     args.output_dir = str(utils.all_gather_objects(
         runs.prepare_output_dir(args.output_dir, args.resume is not None, args.exist_ok) if info.is_main else None)[0])
     paths = runs.run_paths(args.output_dir, models.checkpoint_name(args.epochs, args.batch_size, args.lr, args.momentum))
-    transfer = models.keypoint_transfer(str(resume_path or args.weights), data.keypoint_set, resume_ckpt is not None)
-    run = build_run(args, frozen_bn, resume_ckpt is not None, data.iters_per_epoch, info, device, data.keypoint_set,
+    if resume_ckpt is not None:
+        keypoints.check_same(keypoints.KeypointSet.from_config(resume_ckpt["model_config"]), data.keypoint_set,
+                             f"{resume_path} predicts", "the training data", "resume on the data it was trained on")
+    transfer = models.keypoint_transfer(weights, data.keypoint_set)
+    run = build_run(args, weights, frozen_bn, data.iters_per_epoch, info, device, data.keypoint_set,
                     new_predictor=transfer is not None)
+    del weights  # its tensors are in the model now
     if resume_ckpt is not None:
         restore_run(run, resume_ckpt, resume_path, args, data.iters_per_epoch, log)
         del resume_ckpt

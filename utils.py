@@ -93,6 +93,12 @@ def one_line(error: BaseException) -> str:
     return text
 
 
+def first_line(error: BaseException) -> str:
+    """`TypeName: the first line of the message` (just the type when there is no message)."""
+    text = str(error).strip()
+    return f"{type(error).__name__}: {text.splitlines()[0]}" if text else type(error).__name__
+
+
 @contextlib.contextmanager
 def cli_errors() -> Iterator[None]:
     """Turn expected failures into `SystemExit("error: ...")`: one line on stderr, exit code 1."""
@@ -338,6 +344,20 @@ def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     return atomic_write(path, lambda f: f.write(data))
 
 
+def read_json(path: str | os.PathLike, what: str) -> Any:
+    """A JSON file's content; DatasetError naming `what` ("annotation file") when it is missing,
+    unreadable or not JSON."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise DatasetError(f"{what} not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise DatasetError(f"cannot read {what} {path}: {e}") from None
+    except json.JSONDecodeError as e:
+        raise DatasetError(f"{what} {path} is not valid JSON: {e}") from None
+
+
 def write_json(path: str | os.PathLike, obj: Any, indent: int | None = 2) -> Path:
     return write_bytes(path, (json.dumps(obj, indent=indent) + "\n").encode("utf-8"))
 
@@ -377,74 +397,6 @@ def select_device(spec: str = "auto", local_rank: int = 0) -> torch.device:
             raise UserError(f"--device {spec}: only {torch.cuda.device_count()} CUDA device(s) present")
         return torch.device(spec)
     raise UserError(f"--device {spec!r}: expected auto, cpu, cuda or cuda:N")
-
-
-# Inference precision: what --precision accepts, and the autocast dtype of each.
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def precision_arg(value: str) -> str:
-    """argparse type of --precision: auto, fp32, bf16 or fp16 (case-insensitive)."""
-    if value.lower() not in PRECISIONS:
-        raise argparse.ArgumentTypeError(f"invalid choice {value!r} (choose from {', '.join(PRECISIONS)})")
-    return value.lower()
-
-
-def cpu_has_fast_bf16() -> bool:
-    """Whether this CPU computes bfloat16 natively (AMX-BF16 or AVX512-BF16) and torch's oneDNN
-    has bfloat16 kernels for it. oneDNN also "supports" bfloat16 on plain AVX-512 by emulation,
-    which is slower than float32, so the instruction sets are asked for by name."""
-    if not (torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()):
-        return False
-    caps = torch.cpu.get_capabilities() if hasattr(torch.cpu, "get_capabilities") else {}
-    if caps:
-        return bool(caps.get("amx_bf16") or caps.get("avx512_bf16"))
-    probes = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")  # torch before get_capabilities
-    return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
-
-
-def select_precision(spec: str, device: torch.device, cuda_default: str = "fp32") -> str:
-    """--precision -> "fp32", "bf16" or "fp16" for `device`.
-
-    auto: bf16 on a CPU with AMX or AVX512-BF16 (about 3x faster than float32 for Keypoint
-    R-CNN inference there, docs/performance.md), `cuda_default` on CUDA (detect.py passes fp16,
-    its float16 default of old), fp32 elsewhere. fp16 needs CUDA; bf16 on a CPU without native
-    bfloat16 runs (emulated, slower than fp32) but is never chosen by auto."""
-    spec = (spec or "auto").lower()
-    if spec not in PRECISIONS:
-        raise UserError(f"--precision {spec!r}: expected {', '.join(PRECISIONS)}")
-    if spec == "auto":
-        if device.type == "cuda":
-            return cuda_default
-        return "bf16" if device.type == "cpu" and cpu_has_fast_bf16() else "fp32"
-    if spec == "fp16" and device.type != "cuda":
-        raise UserError(f"--precision fp16 needs a CUDA device (device is {device}); use bf16 or fp32 on a CPU")
-    if spec == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        raise UserError(f"--precision bf16: {torch.cuda.get_device_name(device)} has no bfloat16; use fp16 or fp32")
-    return spec
-
-
-def describe_precision(precision: str, device: torch.device, spec: str = "auto") -> str:
-    """The precision for the line that names the weights and the device, with why auto chose it:
-    "bfloat16 autocast (auto: the CPU has AMX-BF16/AVX512-BF16)", "float32 (auto) ..."."""
-    name = {"fp32": "float32", "bf16": "bfloat16 autocast", "fp16": "float16 autocast"}[precision]
-    native = device.type != "cpu" or cpu_has_fast_bf16()
-    if spec != "auto":
-        why = f"--precision {spec}"
-        if precision == "bf16" and not native:
-            why += "; emulated: this CPU has no AMX-BF16/AVX512-BF16, slower than float32"
-    elif device.type == "cpu":
-        why = "auto: " + ("the CPU has AMX-BF16/AVX512-BF16" if native else "the CPU has no AMX-BF16/AVX512-BF16")
-    else:
-        why = f"auto on {device.type}"
-    return f"{name} ({why})"
-
-
-def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    """The autocast context of `precision` on `device` (disabled for fp32)."""
-    return torch.autocast(device.type, dtype=AUTOCAST_DTYPES.get(precision, torch.float32),
-                          enabled=precision in AUTOCAST_DTYPES)
 
 
 def init_distributed(device_spec: str = "auto") -> tuple[DistInfo, torch.device]:

@@ -9,7 +9,7 @@ time / the baseline's time, measured in this same run, so lower is better):
   resolution  our path at --sizes (800 / 640 / 480), each against the largest.
   option      the speed settings, model only: channels_last, BatchNorm folding, fewer RPN
               proposals, float16 and cudnn.benchmark (CUDA), torch.compile (--compile); the
-              precision rows (fp32/bf16 x NCHW/channels_last) and heatmap decoding (benchmarks/precision.py).
+              precision rows (fp32/bf16 x NCHW/channels_last, benchmarks/precision_rows.py).
   data        dataset items (decode + target + flip): dataset.CocoKeypoints against PIL + ToTensor.
   train       one iteration of train.py's loop (train_one_epoch) against a plain loop doing the
               same thing (torchvision tutorial style), same model, batches and seeds; AMP vs fp32 on CUDA.
@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import dataclasses
 import io
 import math
 import sys
@@ -56,14 +57,16 @@ from pycocotools.cocoeval import COCOeval
 
 import coco_eval
 import detect
+import engine
 import media
 import models
 import train
 import utils
 from dataset import (CocoKeypoints, RandomHorizontalFlip, collate_fn, get_transforms, load_coco, read_image,
                      zero_invisible_keypoints)
+from precision import cpu_has_fast_bf16, precision_arg, resolve as resolve_precision
 from benchmarks.data import DISPLAY_THRESH, benchmark_frames, random_weights, resolve_data_root, synthetic_detections
-from benchmarks.precision import decode_row, precision_rows
+from benchmarks.precision_rows import precision_rows
 from benchmarks.timing import HEADER, Row, Table, compared, describe_device, fmt_time, measure, model_only, sync
 from utils import coco_paths
 
@@ -112,7 +115,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     g.add_argument("--boxes-at-005", type=utils.nonnegative_int, default=None, metavar="N",
                    help="random model: make N boxes pass 0.05 on the frames, i.e. reach the original's keypoint "
                         "head (default: as many as the untouched random model lets through)")
-    g.add_argument("--precision", type=utils.precision_arg, default="auto",
+    g.add_argument("--precision", type=precision_arg, default="auto",
                    help="detect.py --precision for our path and the option rows (default: auto, as detect.py)")
     g.add_argument("--decode-persons", type=utils.positive_int, default=100,
                    help="persons through the keypoint head in the heatmap-decoding row (box score threshold 0)")
@@ -196,26 +199,25 @@ def original_frame(model: Callable, path: Path, device: torch.device) -> np.ndar
     return np.asarray(canvas.buffer_rgba())[..., :3]
 
 
-def our_frame(model: Callable, path: Path, device: torch.device, precision: str, detect_args: argparse.Namespace) -> np.ndarray:
-    """detect.py's per-frame path for a file: read, then detect.process_frame (the model and the drawing)."""
+def our_frame(detector: detect.Detector, path: Path) -> np.ndarray:
+    """detect.py's per-frame path for a file: read, then its Detector (the model and the drawing)."""
     frame = media.read_bgr(str(path))
-    detect.process_frame(model, frame, device, precision, detect_args)
+    detector(frame)
     return frame
 
 
 def load_detectors(weights: str, args: argparse.Namespace, device: torch.device, first_frame: Path):
-    """(ours as detect.py prepares it, the baseline model, detect.py's args, our precision)."""
+    """(ours as detect.py prepares it: a detect.Detector, the baseline model)."""
     detect_args = detect.parse_args(["--file", str(first_frame), "--weights", weights, "--min-size", str(args.min_size),
                                      "--max-size", str(args.max_size), "--score-thresh", str(DISPLAY_THRESH),
                                      "--device", str(device), "--proposals", str(args.proposals),
                                      "--precision", args.precision])
-    precision = utils.select_precision(args.precision, device, cuda_default="fp16")  # as detect.py
     with contextlib.redirect_stdout(io.StringIO()):
-        ours = detect.load_detector(detect_args, device, precision)
+        ours = detect.load_detector(detect_args, device, *resolve_precision(detect_args, device, detect.CUDA_PRECISION))
     # torchvision's thresholds: box score 0.05, 100 detections.
     original, _ = models.load_model(weights, min_size=args.min_size, max_size=args.max_size,
                                    rpn_post_nms_top_n_test=args.proposals)
-    return ours, original.to(device), detect_args, precision
+    return ours, original.to(device)
 
 
 @dataclass
@@ -225,7 +227,7 @@ class Detectors:
     original: torch.nn.Module
     ours_timed: TimedModel
     original_timed: TimedModel
-    detect_args: argparse.Namespace
+    detector: detect.Detector  # detect.py's per-frame path, on ours_timed
     precision: str
     frames: list[Path]
     image: torch.Tensor  # the first frame, for the model-only rows
@@ -243,8 +245,10 @@ def every_frame(timed: TimedModel, frames: list[Path], frame_fn: Callable[[Path]
 def detect_rows(table: Table, args: argparse.Namespace, device: torch.device, weights: str,
                 frames: list[Path]) -> None:
     groups = set(args.only)
-    ours, original, detect_args, precision = load_detectors(weights, args, device, frames[0])
-    d = Detectors(ours, original, TimedModel(ours, device), TimedModel(original, device), detect_args, precision,
+    detector, original = load_detectors(weights, args, device, frames[0])
+    ours, ours_timed = detector.model, TimedModel(detector.model, device)
+    d = Detectors(ours, original, ours_timed, TimedModel(original, device),
+                  dataclasses.replace(detector, model=ours_timed), detector.precision,
                   frames, read_image(frames[0]).to(device).float().div_(255))
     if "detect" in groups:
         end_to_end_rows(table, args, device, d)
@@ -253,7 +257,6 @@ def detect_rows(table: Table, args: argparse.Namespace, device: torch.device, we
     if "option" in groups:
         option_rows(table, args, device, d)
         precision_rows(table, args, device, d.ours, d.image)
-        decode_row(table, args, device, d.original, d.image, d.precision)
         if device.type == "cuda":
             cuda_option_rows(table, args, device, d)
         if args.compile:
@@ -261,9 +264,9 @@ def detect_rows(table: Table, args: argparse.Namespace, device: torch.device, we
 
 
 def end_to_end_rows(table: Table, args: argparse.Namespace, device: torch.device, d: Detectors) -> None:
-    frames, original_timed, ours_timed, precision, detect_args = d.frames, d.original_timed, d.ours_timed, d.precision, d.detect_args
+    frames, original_timed, ours_timed, precision = d.frames, d.original_timed, d.ours_timed, d.precision
     s = measure({"original": every_frame(original_timed, frames, lambda f: original_frame(original_timed, f, device)),
-                 "ours": every_frame(ours_timed, frames, lambda f: our_frame(ours_timed, f, device, precision, detect_args))},
+                 "ours": every_frame(ours_timed, frames, lambda f: our_frame(d.detector, f))},
                 args.repeats, args.warmup, device, per_run=len(frames))
     o, b = s["ours"], s["original"]
     persons = f"keypoint head on {b.extra_median('persons'):.0f} box(es)/frame (original) vs " \
@@ -271,7 +274,7 @@ def end_to_end_rows(table: Table, args: argparse.Namespace, device: torch.device
     row = compared("detect", "detect: frame, end to end", o, b,
                    f"original path (PIL, 0.05, matplotlib) at {args.min_size} px", persons + f"; ours in {precision}")
     # The issue's goal: 0.3x with native bfloat16 on the CPU, 0.5x elsewhere.
-    row.goal = 0.3 if device.type == "cpu" and utils.cpu_has_fast_bf16() else 0.5
+    row.goal = 0.3 if device.type == "cpu" and cpu_has_fast_bf16() else 0.5
     table.add(row)
     table.add(Row("detect", "detect: model only", o.extra_median("model"), b.extra_median("model"),
                   "original model call (box score threshold 0.05)", "s", note=persons,
@@ -285,13 +288,13 @@ def end_to_end_rows(table: Table, args: argparse.Namespace, device: torch.device
 
 
 def resolution_rows(table: Table, args: argparse.Namespace, device: torch.device, d: Detectors) -> None:
-    frames, ours, ours_timed, precision, detect_args = d.frames, d.ours, d.ours_timed, d.precision, d.detect_args
+    frames, ours, ours_timed = d.frames, d.ours, d.ours_timed
     sizes = sorted(set(args.sizes), reverse=True)
 
     def at_size(size: int) -> Callable[[Path], np.ndarray]:
         def frame_fn(f: Path) -> np.ndarray:
             ours.transform.min_size = (size,)
-            return our_frame(ours_timed, f, device, precision, detect_args)
+            return our_frame(d.detector, f)
         return frame_fn
     functions = {size: every_frame(ours_timed, frames, at_size(size)) for size in sizes}
     s = measure(functions, args.repeats, args.warmup, device, per_run=len(frames))
@@ -445,7 +448,7 @@ def train_rows(table: Table, args: argparse.Namespace, device: torch.device, dat
                               max_size=max(args.train_size, round(args.train_size * 1333 / 800)),
                               keypoint_head=args.train_keypoint_head,
                               box_batch_size_per_image=args.train_rois).to(device)
-    defaults = train.build_parser().parse_args([])
+    defaults = train.parse_args([])
     schedule = train.lr_factor(steps, defaults.milestones, defaults.gamma, defaults.warmup_iters, defaults.warmup_factor)
 
     def make(m: torch.nn.Module):
@@ -457,11 +460,11 @@ def train_rows(table: Table, args: argparse.Namespace, device: torch.device, dat
         m = copy.deepcopy(model)
         optimizer, scheduler = make(m)
         scaler = torch.amp.GradScaler(device.type, enabled=amp)
-        progress = train.Progress()
+        progress = engine.Progress()
 
         def go(run: int) -> None:
             torch.manual_seed(args.seed + run)  # the same RoI sampling on both sides
-            train.train_one_epoch(m, optimizer, scheduler, scaler, [batch], device, progress, epochs=1,
+            engine.train_one_epoch(m, optimizer, scheduler, scaler, [batch], device, progress, epochs=1,
                                   iters_per_epoch=steps, world_size=1, show=False,
                                   checkpoint_path=Path("unused.pth"))
         return go

@@ -25,7 +25,6 @@ import cv2
 import torch
 import torchvision.models.detection.roi_heads as tv_roi_heads
 
-import keypoint_decode
 import models
 import utils
 
@@ -50,7 +49,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--ops", type=utils.nonnegative_int, default=0, metavar="N",
                         help="also print torch.profiler's N costliest operators of each config's last run")
     parser.add_argument("--configs", nargs="+", default=["fp32-nchw", "bf16-nchw", "fp32-cl", "bf16-cl", "bf16-cl-fast"],
-                        help="precision-layout[-fast]; -fast: keypoint_decode's RoIHeads (vectorised decoding)")
+                        help="precision-layout[-fast]; -fast: what models.prepare_for_inference adds for test.py and detect.py "
+                             "(box and keypoint coordinates kept in float32 under an autocast)")
     args = parser.parse_args(argv)
     for config in args.configs:
         parts = config.split("-")
@@ -101,7 +101,7 @@ def build(args: argparse.Namespace, config: str) -> tuple[torch.nn.Module, Stage
     if layout == "cl":
         model.to(memory_format=torch.channels_last)
     if fast:
-        keypoint_decode.use_fast_keypoint_decoding(model)
+        models.keep_float32_outputs(model)
     clock = StageClock()
     heads = model.roi_heads
     clock.module(model.backbone, "backbone")
@@ -152,9 +152,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, dict[str, float]]:
         raise SystemExit(f"error: cannot read image {args.image}")
     image = torch.from_numpy(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)).permute(2, 0, 1).float().div(255)
     built = {c: build(args, c) for c in args.configs}
-    # Heatmap decoding is a module-level function of torchvision (and of keypoint_decode): timed by wrapping it.
+    # Heatmap decoding is a module-level function of torchvision: timed by wrapping it.
     decode_clock: list[StageClock] = []
-    originals = {module: module.keypointrcnn_inference for module in (tv_roi_heads, keypoint_decode)}
+    originals = {tv_roi_heads: tv_roi_heads.keypointrcnn_inference}
     for module, original in originals.items():
         module.keypointrcnn_inference = (lambda fn: lambda *a: decode_clock[0].function(fn, "heatmap decoding")(*a))(original)
     try:

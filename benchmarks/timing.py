@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 import torch
 
-from utils import autocast, cpu_has_fast_bf16
+from precision import autocast, cpu_has_fast_bf16
 
 # Targets: row name -> the largest ratio of ours to the baseline that counts as reached.
 TARGETS = {"detect: frame, end to end": 0.5, "detect: pipeline overhead": 0.10, "train: iteration": 1.0}

@@ -9,19 +9,19 @@ import re
 import pytest
 
 from benchmarks import benchmark, timing
-import utils
+import precision
 
 # One thread: on a busy 2-core machine two threads wait on each other at every small op.
 TINY = ["--device", "cpu", "--threads", "1", "--repeats", "1", "--warmup", "0",
         "--backbone", "resnet18", "--keypoint-head", "32x2", "--min-size", "128", "--max-size", "192",
         "--sizes", "128", "96", "--frames", "1", "--data-items", "2", "--proposals", "100", "--fewer-proposals", "30",
         "--train-backbone", "resnet18", "--train-size", "96", "--train-keypoint-head", "32x2",
-        "--train-batch", "1", "--train-rois", "32", "--eval-detections", "3", "--decode-persons", "5"]
+        "--train-batch", "1", "--train-rois", "32", "--eval-detections", "3"]
 ROWS = ["detect: frame, end to end", "detect: model only", "detect: pipeline overhead",
         "resolution: min_size 128", "resolution: min_size 96", "option: channels_last",
         "option: BatchNorm folded into convs", "option: fewer RPN proposals",
         "precision: bf16 NCHW", "precision: fp32 channels_last", "precision: bf16 channels_last",
-        "option: vectorised heatmap decoding", "data: dataset item", "train: iteration", "eval: COCOeval"]
+"data: dataset item", "train: iteration", "eval: COCOeval"]
 
 
 def test_every_row_has_a_ratio(sample_root, tmp_path, capsys):
@@ -36,7 +36,7 @@ def test_every_row_has_a_ratio(sample_root, tmp_path, capsys):
         assert math.isclose(row["ratio"], row["ours"] / row["baseline"]), name
         assert row["baseline_label"], name
     # The detect row's target is the for this CPU: 0.3x with native bfloat16, else 0.5x.
-    targets = {**timing.TARGETS, "detect: frame, end to end": 0.3 if utils.cpu_has_fast_bf16() else 0.5}
+    targets = {**timing.TARGETS, "detect: frame, end to end": 0.3 if precision.cpu_has_fast_bf16() else 0.5}
     for name, target in targets.items():
         assert rows[name]["target"] == target and rows[name]["ok"] == (rows[name]["ratio"] <= target)
     for name in ("detect: frame, end to end", "train: iteration", "data: dataset item"):

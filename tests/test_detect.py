@@ -21,6 +21,7 @@ from conftest import REPO, flag_error, help_text, one_line_error
 from PIL import Image
 
 import detect
+import images
 import media
 import models
 import utils
@@ -329,7 +330,7 @@ def test_truncated_jpeg_is_drawn_with_a_warning(sample_images, tiny_checkpoint, 
                  "--no-show", *FAST])
     assert f"warning: {cut} is a truncated JPEG" in capsys.readouterr().err
     assert (tmp_path / "out" / "cut.jpg").is_file()
-    assert media.jpeg_truncated(str(cut)) and not media.jpeg_truncated(str(sample_images[0]))
+    assert images.jpeg_truncated(cut.read_bytes()) and not images.jpeg_truncated(sample_images[0].read_bytes())
 
 
 def test_same_stem_never_shares_an_output(sample_images, tiny_checkpoint, tmp_path, capsys):

@@ -418,7 +418,7 @@ def test_missing_annotation_file(script, tmp_path):
 
 def test_help_names_every_flag(script, capsys):
     text = help_text(script.parse_args, capsys)
-    for flag in ("--data-root", "--ann-file", "--images", "--weights", "--batch-size", "--device", "--amp",
+    for flag in ("--data-root", "--ann-file", "--images", "--weights", "--batch-size", "--device", "--precision",
                  "--limit", "--results", "--save-results", "--save-metrics", "--backbone", "--min-size",
                  "--max-size", "--workers"):
         assert flag in text, flag

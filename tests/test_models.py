@@ -207,13 +207,12 @@ def test_fine_tuning_from_17_keypoints_keeps_all_but_the_predictor(tmp_path):
     before = models.build_model(TINY_MODEL["backbone"], "none", keypoint_head=TINY_HEAD, frozen_bn=False).state_dict()
     raw = tmp_path / "raw17.pth"
     torch.save(before, raw)
-    note = models.keypoint_transfer(str(raw), COCO13)
+    weights = models.read_weights(str(raw))
+    note = models.keypoint_transfer(weights, COCO13)
     assert note == (f"fine-tuning {raw} (COCO's 17 person keypoints) to 13 keypoints (nose, left_shoulder, ..., "
                     "right_ankle): keeping the backbone, RPN and box head, starting a new keypoint predictor")
-    assert models.keypoint_transfer(str(raw), COCO17) is None and models.keypoint_transfer("none", COCO13) is None
-    with pytest.raises(utils.UserError, match=f"^{raw} predicts COCO's 17 person keypoints, but the training data "
-                                              "has 13 keypoints .*; resume on the data it was trained on$"):
-        models.keypoint_transfer(str(raw), COCO13, resuming=True)
+    assert models.keypoint_transfer(weights, COCO17) is None
+    assert models.keypoint_transfer(models.read_weights("none"), COCO13) is None
     tuned = models.build_model(TINY_MODEL["backbone"], str(raw), 13, keypoint_head=TINY_HEAD, frozen_bn=False,
                                new_keypoint_predictor=True).state_dict()
     for key, value in tuned.items():
@@ -221,3 +220,27 @@ def test_fine_tuning_from_17_keypoints_keeps_all_but_the_predictor(tmp_path):
             assert value.shape[0 if "bias" in key else 1] == 13, key
         else:
             assert torch.equal(value, before[key]), key
+
+
+def test_float32_outputs_under_autocast_and_training_unchanged():
+    """keep_float32_outputs: under a bfloat16 autocast boxes and keypoints come out in float32,
+    with the state_dict unchanged and training still torchvision's."""
+    torch.manual_seed(0)
+    model = models.build_model("resnet18", "none", min_size=128, max_size=192, keypoint_head=[8])
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    models.keep_float32_outputs(models.keep_float32_outputs(model))  # twice: hooks once
+    assert len(model.roi_heads.box_predictor._forward_hooks) == 1
+    assert model.state_dict().keys() == before.keys()
+    image = torch.rand(3, 150, 200)
+    target = {"boxes": torch.tensor([[20.0, 20.0, 120.0, 140.0]]), "labels": torch.tensor([1]),
+              "keypoints": torch.cat([torch.rand(1, 17, 2) * 100 + 20, torch.ones(1, 17, 1)], dim=2)}
+    model.train()
+    losses = model([image], [target])
+    assert {"loss_keypoint", "loss_classifier"} <= losses.keys() and all(v.isfinite() for v in losses.values())
+    model.eval()
+    model.roi_heads.score_thresh = 0.0
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        output = model([image])[0]
+    assert len(output["boxes"]) > 0
+    for key in ("boxes", "scores", "keypoints", "keypoints_scores"):
+        assert output[key].dtype == torch.float32, key

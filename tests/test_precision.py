@@ -1,4 +1,4 @@
-"""--precision: which precision auto picks, the flags of test.py and detect.py, and bfloat16 keeping
+"""precision.py: which precision auto picks, the flags of test.py and detect.py, and bfloat16 keeping
 a learned model's outputs (COCO AP within 0.02 of float32, keypoints within a few pixels)."""
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 import detect
+import precision
 import test as test_script
 import utils
 from conftest import one_line_error
@@ -22,30 +23,30 @@ from utils import coco_paths
 
 @pytest.mark.parametrize("fast_bf16, expected", [(True, "bf16"), (False, "fp32")])
 def test_auto_is_bf16_only_on_a_cpu_with_native_bfloat16(monkeypatch, fast_bf16, expected):
-    monkeypatch.setattr(utils, "cpu_has_fast_bf16", lambda: fast_bf16)
+    monkeypatch.setattr(precision, "cpu_has_fast_bf16", lambda: fast_bf16)
     cpu = torch.device("cpu")
-    assert utils.select_precision("auto", cpu) == expected
-    assert utils.select_precision("fp32", cpu) == "fp32" and utils.select_precision("BF16", cpu) == "bf16"
-    assert utils.select_precision("auto", torch.device("cuda"), cuda_default="fp16") == "fp16"
-    assert utils.select_precision("auto", torch.device("cuda")) == "fp32"
-    text = utils.describe_precision(expected, cpu)
+    assert precision.select("auto", cpu) == expected
+    assert precision.select("fp32", cpu) == "fp32" and precision.select("BF16", cpu) == "bf16"
+    assert precision.select("auto", torch.device("cuda"), cuda_default="fp16") == "fp16"
+    assert precision.select("auto", torch.device("cuda")) == "fp32"
+    text = precision.describe(expected, cpu)
     assert text.startswith("bfloat16 autocast (auto: the CPU has" if fast_bf16 else "float32 (auto: the CPU has no")
     if not fast_bf16:
-        assert "emulated" in utils.describe_precision("bf16", cpu, "bf16")
+        assert "emulated" in precision.describe("bf16", cpu, "bf16")
 
 
 def test_fp16_needs_cuda_and_bad_names_are_refused():
     with pytest.raises(utils.UserError, match="fp16 needs a CUDA device"):
-        utils.select_precision("fp16", torch.device("cpu"))
-    assert utils.precision_arg("Auto") == "auto"
+        precision.select("fp16", torch.device("cpu"))
+    assert precision.precision_arg("Auto") == "auto"
     with pytest.raises(Exception, match="invalid choice 'fp8'"):
-        utils.precision_arg("fp8")
+        precision.precision_arg("fp8")
 
 
 def test_cpu_capability_comes_from_torch():
     caps = torch.cpu.get_capabilities()
     native = bool(caps.get("amx_bf16") or caps.get("avx512_bf16")) and torch.ops.mkldnn._is_mkldnn_bf16_supported()
-    assert utils.cpu_has_fast_bf16() == native
+    assert precision.cpu_has_fast_bf16() == native
 
 
 @pytest.mark.parametrize("script, argv, message", [
@@ -53,9 +54,27 @@ def test_cpu_capability_comes_from_torch():
     (detect, ["--file", "x.jpg", "--no-half", "--precision", "bf16"], "--no-half means --precision fp32"),
     (test_script, ["--data-root", "nowhere", "--precision", "fp16", "--device", "cpu"],
      "--precision fp16 needs a CUDA device"),
+    (detect, ["--file", "x.jpg", "--half", "--device", "cpu"], "--half needs a CUDA device"),
 ])
 def test_precision_flag_errors_are_one_line(script, argv, message, capsys):
     assert message in one_line_error(script.main, argv)
+
+
+def test_amp_means_one_thing(capsys):
+    """train.py's --amp trains in mixed precision; test.py refuses it and points to --precision fp16."""
+    with pytest.raises(SystemExit) as exit_info:
+        test_script.parse_args(["--amp"])
+    assert exit_info.value.code == 2
+    assert "--amp is not a flag of this script: use --precision fp16" in capsys.readouterr().err
+    assert precision.training(True, torch.device("cpu")) == "fp32"
+    assert precision.training(True, torch.device("cuda")) == "fp16"
+    assert precision.training(False, torch.device("cuda")) == "fp32"
+
+
+def test_half_is_fp16_and_no_half_fp32():
+    assert precision.requested(detect.parse_args(["--half"])) == "fp16"
+    assert precision.requested(detect.parse_args(["--no-half"])) == "fp32"
+    assert precision.requested(detect.parse_args(["--precision", "bf16"])) == "bf16"
 
 
 def test_precision_flag_is_validated_by_argparse(capsys):
@@ -102,7 +121,7 @@ def test_bfloat16_keeps_a_learned_models_ap_and_keypoints(overfit_run, tmp_path,
     of the model's pixel, here 640 / 192 image pixels). So the keypoints are compared as OKS per
     person (within 0.03) and pixels, and keypoint AP within one such step; box AP within 0.02.
     docs/performance.md has the numbers."""
-    if not utils.cpu_has_fast_bf16():
+    if not precision.cpu_has_fast_bf16():
         pytest.skip("this CPU has no AMX-BF16/AVX512-BF16: --precision auto never picks bfloat16 here "
                     "(it would be emulated, slower than float32)")
     root, run = overfit_run

@@ -76,7 +76,7 @@ def test_defaults_are_the_documented_recipe():
     assert models.checkpoint_name(args.epochs, args.batch_size, args.lr, args.momentum) == "e46_b8_lr0.02_m0.9.pth"
     short = train.parse_args(["-b", "4", "-j", "0", "--min-size", "256", "320", "--keypoint-head", "128x4"])
     assert (short.batch_size, short.workers, short.min_size, short.keypoint_head) == (4, 0, [256, 320], [128] * 4)
-    assert short.explicit == ["batch_size", "keypoint_head", "min_size", "workers"]
+    assert short.given == ["batch_size", "keypoint_head", "min_size", "workers"]
 
 
 def test_lr_schedule_warmup_then_milestones():
