@@ -170,6 +170,9 @@ ERROR_COLORS = {"good": "#5aa469", "jitter": "#8c4646", "inversion": "#d96459", 
 ERROR_RINGS = {"inversion": (255, 0, 255), "swap": (0, 0, 255), "miss": (0, 230, 255)}
 
 
+FIX_COLORS = {"scoring": "#4f82bd", "background": "#8063a3"}  # the other two bars of the AP-improvement plot
+
+
 def plot_history(path: Path, history: list[dict], title: str) -> None:
     """train.py's curves as a PNG: the train and val loss per epoch, and COCO AP where it was computed."""
     evaluated = [h for h in history if h.get("keypoint_AP") is not None]
@@ -229,7 +232,7 @@ def plot_keypoint_errors(path: Path, per_keypoint: dict[str, dict[str, float | N
     ax = fig.add_subplot(1, 2, 2)
     fixes = list(ap_if_fixed)[::-1]
     gains = [ap_if_fixed[k] - ap for k in fixes]
-    bars = ax.barh(fixes, gains, color=[ERROR_COLORS.get(k, "#4f82bd") for k in fixes], edgecolor="#444444")
+    bars = ax.barh(fixes, gains, color=[{**ERROR_COLORS, **FIX_COLORS}.get(k, "gray") for k in fixes], edgecolor="#444444")
     ax.bar_label(bars, labels=[f"{ap_if_fixed[k]:.3f}" for k in fixes], padding=3, fontsize=8)
     ax.set(xlabel="keypoint AP gained (AP after the fix at the bar's end)", xlim=(0, max(max(gains, default=0), 0.01) * 1.25),
            title=f"keypoint AP {ap:.3f}: fixing one kind alone")
@@ -260,7 +263,11 @@ def draw_error_example(image: np.ndarray, truth: list[tuple[np.ndarray, np.ndarr
     panels = []
     for panel, caption in zip((left, right), captions):
         header = np.full((band, panel.shape[1], 3), 32, dtype=np.uint8)
-        cv2.putText(header, caption, (6, band - int(10 * scale)), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255),
-                    max(1, round(scale * 2)), cv2.LINE_AA)
+        thickness = max(1, round(scale * 2))
+        fit = scale  # a long caption on a narrow image shrinks (OpenCV's text sizes go in steps)
+        while fit > 0.25 and cv2.getTextSize(caption, cv2.FONT_HERSHEY_SIMPLEX, fit, thickness)[0][0] > panel.shape[1] - 12:
+            fit *= 0.9
+        cv2.putText(header, caption, (6, band - int(10 * scale)), cv2.FONT_HERSHEY_SIMPLEX, fit, (255, 255, 255),
+                    thickness, cv2.LINE_AA)
         panels.append(np.vstack([header, panel]))
     return np.hstack(panels)
