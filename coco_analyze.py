@@ -106,7 +106,6 @@ class KeypointAnalysis:
                     "false_negatives": {"total": len(missed), "by_size": size_counts(p["area"] for p in missed),
                                         "by_labelled_keypoints": joint_count_bins(labelled, self.keypoint_set.num)}}}
 
-
     def report(self) -> str:
         """The breakdown as printed after COCOeval's tables."""
         metrics = self.metrics()
@@ -140,7 +139,8 @@ class KeypointAnalysis:
 # --------------------------------------------------------------------------------------
 def keypoint_similarity(points: np.ndarray, truth: np.ndarray, labelled: np.ndarray, area: np.ndarray | float,
                         sigmas: np.ndarray) -> np.ndarray:
-    """ks of `points` (K, 2) to `truth` (..., K, 2), COCOeval's per-joint term; NaN where not `labelled`."""
+    """ks of `points` (..., K, 2) to `truth` (..., K, 2), broadcast, with `area` per person of `truth`:
+    COCOeval's per-joint term of OKS; NaN where not `labelled`."""
     squared = ((np.asarray(truth, dtype=float) - points) ** 2).sum(axis=-1)
     ks = np.exp(-squared / (2 * (np.asarray(area, dtype=float)[..., None] + np.spacing(1)) * (2 * sigmas) ** 2))
     return np.where(labelled, ks, np.nan)
@@ -196,9 +196,8 @@ def best_oks(results: Sequence[dict[str, Any]], coco_gt: COCO, image_ids: Iterab
             continue
         xy, labelled, areas = person_arrays(persons, num)
         points = np.array([results[i]["keypoints"] for i in by_image[image_id]], dtype=float).reshape(-1, 1, num, 3)
-        squared = ((points[..., :2] - xy) ** 2).sum(axis=-1)                                          # (D, G, K)
-        ks = np.exp(-squared / (2 * (areas[:, None] + np.spacing(1)) * (2 * sigmas) ** 2))
-        oks = (ks * labelled).sum(axis=-1) / labelled.sum(axis=-1)
+        ks = keypoint_similarity(points[..., :2], xy, labelled, areas, sigmas)                       # (D, G, K)
+        oks = np.nansum(ks, axis=-1) / np.maximum(labelled.sum(axis=-1), 1)
         best[by_image[image_id]] = oks.max(axis=1)
     return best
 
