@@ -17,6 +17,7 @@ from pycocotools.cocoeval import COCOeval, Params
 from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
+import coco_analyze
 from dataset import base_dataset, collate_fn
 from keypoints import COCO17, KeypointSet, keypoint_set_of
 from models import at_inference_size
@@ -50,6 +51,16 @@ def add_oks_sigmas_flag(group: argparse._ArgumentGroup) -> None:
                        help="per-keypoint OKS sigmas of the keypoint AP, in keypoint order: numbers (0.026,0.025,...) "
                             "or a JSON file (a list, or {name: sigma}); default: pycocotools' for COCO's 17, for "
                             f"another set COCO's where a name is COCO's, else {DEFAULT_OKS_SIGMA}, with a warning")
+
+
+def add_analyze_flag(group: argparse._ArgumentGroup) -> None:
+    """--analyze, for test.py and train.py's evaluation alike."""
+    group.add_argument("--analyze", action="store_true",
+                       help="after COCOeval's tables, break the keypoint AP down (Ronchi & Perona, ICCV 2017): each "
+                            "labelled joint of the persons matched to a detection at OKS >= "
+                            f"{coco_analyze.MATCH_OKS} is good, jitter, inversion, swap or miss, overall and per "
+                            "keypoint; the AP with each error fixed, background false positives, false negatives; "
+                            "saved in the metrics as keypoint_errors, keypoint_errors_per_keypoint, ap_if_fixed")
 
 
 def oks_sigmas(keypoint_set: KeypointSet, given: list[float] | dict[str, float] | None = None,
@@ -136,8 +147,9 @@ def predict(model: torch.nn.Module, loader: Iterable, device: torch.device, prec
 
 def coco_evaluate(coco_gt, results: list[dict[str, Any]], image_ids: Iterable[int] | None = None,
                   iou_types: Sequence[str] = ("bbox", "keypoints"), verbose: bool = True,
-                  sigmas: list[float] | dict[str, float] | None = None) -> dict[str, Any]:
-    """COCOeval for each iou type; prints the standard tables when verbose.
+                  sigmas: list[float] | dict[str, float] | None = None, analyze: bool = False) -> dict[str, Any]:
+    """COCOeval for each iou type; prints the standard tables when verbose; with `analyze`, the
+    keypoint error breakdown after them (coco_analyze), its numbers added to the metrics.
 
     Returns {"bbox": {"AP": ..., ...}, "keypoints": {...}} with COCOeval's stats in order, and
     when keypoints were evaluated "oks_sigmas": {"source": ..., "sigmas": {name: sigma}}, the
@@ -206,7 +218,22 @@ def coco_evaluate(coco_gt, results: list[dict[str, Any]], image_ids: Iterable[in
         metrics[iou_type] = {name: float(v) for name, v in zip(names[iou_type], evaluator.stats)}
         if iou_type == "keypoints":
             metrics["oks_sigmas"] = sigma_record
+    if analyze:
+        metrics.update(analyze_keypoints(coco_gt, results, img_ids, metrics, verbose))
     return metrics
+
+
+def analyze_keypoints(coco_gt, results: list[dict[str, Any]], img_ids: list[int], metrics: dict[str, Any],
+                      verbose: bool) -> dict[str, Any]:
+    """coco_analyze's breakdown of the keypoint AP just computed, with its sigmas; printed when verbose."""
+    if "oks_sigmas" not in metrics:
+        if verbose:
+            print("Keypoint error analysis: skipped, there is no keypoint AP to break down")
+        return {}
+    analysis = coco_analyze.analyze(coco_gt, results, img_ids, list(metrics["oks_sigmas"]["sigmas"].values()))
+    if verbose:
+        print(analysis.report())
+    return analysis.metrics()
 
 
 def set_oks_sigmas(evaluator: COCOeval, coco_gt, sigmas: list[float] | dict[str, float] | None,
@@ -251,8 +278,10 @@ def _batch_shard(length: int, batch_size: int, rank: int, world_size: int) -> li
 
 def evaluate_dataset(model: torch.nn.Module, dataset, device: torch.device, batch_size: int = TEST_BATCH_SIZE,
                      workers: int = 2, precision: str = "fp32", verbose: bool = True, desc: str = "eval",
-                     sigmas: list[float] | dict[str, float] | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Predict over `dataset` (a CocoKeypoints or a Subset of one) and run COCOeval.
+                     sigmas: list[float] | dict[str, float] | None = None,
+                     analyze: bool = False) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Predict over `dataset` (a CocoKeypoints or a Subset of one) and run COCOeval (with `analyze`,
+    the keypoint error breakdown too: coco_evaluate).
 
     The one evaluation of test.py and of train.py's epochs: the model runs at its inference size
     (`at_inference_size`: the largest of its training sizes, where test.py loads its checkpoint),
@@ -280,7 +309,7 @@ def evaluate_dataset(model: torch.nn.Module, dataset, device: torch.device, batc
                 for index, image_id in zip(_batch_shard(len(dataset), batch_size, r, world), ids)}
     image_ids = sorted(position, key=position.__getitem__)
     results = sorted((x for part, _ in gathered for x in part), key=lambda x: position[x["image_id"]])  # stable
-    return coco_evaluate(base.coco, results, image_ids, verbose=verbose, sigmas=sigmas), results
+    return coco_evaluate(base.coco, results, image_ids, verbose=verbose, sigmas=sigmas, analyze=analyze), results
 
 
 def format_metrics_line(metrics: dict[str, dict[str, float]]) -> str:

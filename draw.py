@@ -1,5 +1,6 @@
 """Pictures: skeletons drawn with OpenCV (left limbs warm, right limbs cool, the body's centre line
-green), and train.py's training curves drawn with matplotlib.
+green), train.py's training curves and test.py --analyze's keypoint error pictures (matplotlib, and
+ground truth beside detections with their wrong joints ringed).
 
 Any keypoint set is drawn with its own skeleton; colours come from the names: the side from
 left/right in the name, the limb from the joints' parts (COCO's parts have their own colours).
@@ -173,11 +174,24 @@ def draw_poses(
     return image
 
 
+# The kinds of keypoint error (coco_analyze.KINDS) in the plots, and the rings that mark the wrong
+# joints on an example image (BGR): the paper's warm shades, good in green.
+ERROR_COLORS = {"good": "#5aa469", "jitter": "#8c4646", "inversion": "#d96459", "swap": "#f2ae72", "miss": "#f2e394"}
+
+
+ERROR_RINGS = {"inversion": (255, 0, 255), "swap": (0, 0, 255), "miss": (0, 230, 255)}
+
+
+FIX_COLORS = {"scoring": "#4f82bd", "background": "#8063a3"}  # the other two bars of the AP-improvement plot
+
+
 def plot_history(path: Path, history: list[dict], title: str) -> None:
     """train.py's curves as a PNG: the train and val loss per epoch, and COCO AP where it was computed."""
     evaluated = [h for h in history if h.get("keypoint_AP") is not None]
-    fig = Figure(figsize=(11 if evaluated else 6, 4), dpi=100)
-    ax = fig.add_subplot(1, 2 if evaluated else 1, 1)
+    analysed = [h for h in evaluated if ((h.get("metrics") or {}).get("keypoint_errors") or {}).get("good") is not None]
+    panels = 1 + bool(evaluated) + bool(analysed)
+    fig = Figure(figsize=(5.5 * panels, 4), dpi=100)
+    ax = fig.add_subplot(1, panels, 1)
     epochs = [h["epoch"] for h in history]
     ax.plot(epochs, [h["train_loss"] for h in history], "o-", label="train")
     if any(h.get("val_loss") is not None for h in history):
@@ -187,11 +201,85 @@ def plot_history(path: Path, history: list[dict], title: str) -> None:
     ax.grid(alpha=0.3)
     ax.legend()
     if evaluated:
-        ax = fig.add_subplot(1, 2, 2)
+        ax = fig.add_subplot(1, panels, 2)
         ax.plot([h["epoch"] for h in evaluated], [h["box_AP"] for h in evaluated], "o-", label="box AP")
         ax.plot([h["epoch"] for h in evaluated], [h["keypoint_AP"] for h in evaluated], "s-", label="keypoint AP")
         ax.set(xlabel="epoch", ylabel="COCO AP (val)", title="validation AP")
         ax.grid(alpha=0.3)
         ax.legend()
+    if analysed:
+        plot_error_history(fig.add_subplot(1, panels, 3), analysed)
     fig.tight_layout()
     atomic_write(path, lambda f: fig.savefig(f, format="png"))
+
+
+def plot_error_history(ax, analysed: list[dict]) -> None:
+    """train.py --analyze: each kind of keypoint error's share per evaluated epoch, stacked."""
+    epochs = np.array([h["epoch"] for h in analysed])
+    bottom = np.zeros(len(analysed))
+    for kind, color in ERROR_COLORS.items():
+        share = np.array([100 * h["metrics"]["keypoint_errors"][kind] for h in analysed])
+        ax.bar(epochs, share, bottom=bottom, color=color, label=kind, width=0.8)
+        bottom += share
+    ax.set(xlabel="epoch", ylabel="% of the matched persons' labelled joints", ylim=(0, 100),
+           title="keypoint errors (val, --analyze)")
+    ax.legend(fontsize=8, loc="lower left")
+
+
+def plot_keypoint_errors(path: Path, per_keypoint: dict[str, dict[str, float | None]],
+                         overall: dict[str, float | None], ap: float, ap_if_fixed: dict[str, float], title: str) -> Path:
+    """test.py --analyze's picture: the error fractions per keypoint as stacked bars, and the keypoint
+    AP gained by fixing each kind of error alone."""
+    rows = {"all": overall, **per_keypoint}
+    fig = Figure(figsize=(13, max(4.0, 0.32 * len(rows) + 1.6)), dpi=100)
+    ax = fig.add_subplot(1, 2, 1)
+    names = list(rows)[::-1]  # "all" on top
+    left = np.zeros(len(names))
+    for kind, color in ERROR_COLORS.items():
+        share = np.array([100 * (rows[n].get(kind) or 0.0) for n in names])
+        ax.barh(names, share, left=left, color=color, label=kind, edgecolor="white", linewidth=0.5)
+        left += share
+    ax.set(xlim=(0, 100), xlabel="% of the labelled joints of matched persons", title=f"keypoint errors: {title}")
+    ax.legend(ncol=len(ERROR_COLORS), loc="lower center", bbox_to_anchor=(0.5, 1.06), fontsize=8, frameon=False)
+    ax = fig.add_subplot(1, 2, 2)
+    fixes = list(ap_if_fixed)[::-1]
+    gains = [ap_if_fixed[k] - ap for k in fixes]
+    bars = ax.barh(fixes, gains, color=[{**ERROR_COLORS, **FIX_COLORS}.get(k, "gray") for k in fixes], edgecolor="#444444")
+    ax.bar_label(bars, labels=[f"{ap_if_fixed[k]:.3f}" for k in fixes], padding=3, fontsize=8)
+    ax.set(xlabel="keypoint AP gained (AP after the fix at the bar's end)", xlim=(0, max(max(gains, default=0), 0.01) * 1.25),
+           title=f"keypoint AP {ap:.3f}: fixing one kind alone")
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    return atomic_write(path, lambda f: fig.savefig(f, format="png"))
+
+
+def draw_error_example(image: np.ndarray, truth: list[tuple[np.ndarray, np.ndarray]],
+                       detections: list[tuple[np.ndarray, np.ndarray, float, list[str | None]]],
+                       keypoint_set: KeypointSet, captions: tuple[str, str]) -> np.ndarray:
+    """Ground truth (boxes x1y1x2y2 and (K, 3) keypoints) beside the detections matched to it, each
+    joint ringed by its kind of error (ERROR_RINGS); a caption above each side. Returns a new BGR image."""
+    left, right = image.copy(), image.copy()
+    if truth:
+        boxes, kps = (np.array(v, dtype=float) for v in zip(*truth))
+        draw_poses(left, boxes, np.ones(len(boxes)), kps, draw_boxes=False, keypoint_set=keypoint_set)
+    if detections:
+        boxes, kps, scores = (np.array([d[i] for d in detections], dtype=float) for i in range(3))
+        draw_poses(right, boxes, scores, kps, keypoint_set=keypoint_set)
+    radius = max(4, round(min(image.shape[:2]) / 60))
+    for _, kps, _, marks in detections:
+        for (x, y, *_), mark in zip(kps, marks):
+            if mark in ERROR_RINGS:
+                cv2.circle(right, (int(round(x)), int(round(y))), radius, ERROR_RINGS[mark], 2, cv2.LINE_AA)
+    scale = max(0.45, min(image.shape[:2]) / 900)
+    band = int(round(34 * scale))
+    panels = []
+    for panel, caption in zip((left, right), captions):
+        header = np.full((band, panel.shape[1], 3), 32, dtype=np.uint8)
+        thickness = max(1, round(scale * 2))
+        fit = scale  # a long caption on a narrow image shrinks (OpenCV's text sizes go in steps)
+        while fit > 0.25 and cv2.getTextSize(caption, cv2.FONT_HERSHEY_SIMPLEX, fit, thickness)[0][0] > panel.shape[1] - 12:
+            fit *= 0.9
+        cv2.putText(header, caption, (6, band - int(10 * scale)), cv2.FONT_HERSHEY_SIMPLEX, fit, (255, 255, 255),
+                    thickness, cv2.LINE_AA)
+        panels.append(np.vstack([header, panel]))
+    return np.hstack(panels)

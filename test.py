@@ -12,12 +12,15 @@ Usage:
     python test.py --ann-file my/annotations.json --images my/images --weights best.pth
     python test.py --limit 100                        # only the first 100 images (sorted by id)
     python test.py --results runs/test/results.json   # evaluate a results file, no model
+    python test.py --results runs/test/results.json --analyze --analyze-examples 8   # why the AP is what it is
     torchrun --nproc_per_node=4 test.py --weights e42_b8_lr0.02_m0.9.pth
 
 Outputs (rank 0 only under torchrun): runs/test/results.json and runs/test/metrics.json by
 default; metrics.json holds {"bbox": {"AP", "AP50", ..., "ARl"}, "keypoints": {"AP", ..., "ARl"}}
 with COCOeval's `stats` in order (-1 where COCOeval has no data, e.g. no labelled keypoints),
 and "oks_sigmas": {"source", "sigmas": {keypoint name: sigma}}, the sigmas of the keypoint AP.
+--analyze adds the keypoint error breakdown (coco_analyze, docs/analysis.md): "keypoint_errors",
+"keypoint_errors_per_keypoint", "ap_if_fixed", "keypoint_analysis", and its picture metrics_analysis.png.
 
 Any keypoint set (the annotation file's category `keypoints`) is evaluated: COCO's 17 with
 pycocotools' sigmas, another set with --oks-sigmas (numbers or a JSON file) or, with a
@@ -31,6 +34,7 @@ import os
 from pathlib import Path
 from typing import Any, Sequence
 
+import coco_analyze
 import coco_eval
 import keypoints
 import models
@@ -84,7 +88,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                          "'' to skip; model runs only)")
     io.add_argument("--save-metrics", default=DEFAULT_METRICS, metavar="FILE",
                     help=f"write the metrics here as JSON (default: {DEFAULT_METRICS}; '' to skip)")
-    return parser.parse_args(argv)
+
+    analysis = parser.add_argument_group("error analysis (docs/analysis.md)")
+    coco_eval.add_analyze_flag(analysis)
+    analysis.add_argument("--analyze-examples", type=utils.positive_int, default=0, metavar="N",
+                          help="with --analyze (implied): also draw the N images with the most inversions and swaps, "
+                               "ground truth beside the detections, into METRICS_examples/ beside the metrics (the "
+                               "analysis picture is METRICS_analysis.png; in runs/test/ with --save-metrics ''); with "
+                               "--results this needs the images (--data-root or --images)")
+    args = parser.parse_args(argv)
+    args.analyze = args.analyze or bool(args.analyze_examples)
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, dict[str, float]]:
@@ -101,7 +115,11 @@ def run(args: argparse.Namespace) -> dict[str, dict[str, float]]:
     if args.results is not None:
         if int(os.environ.get("RANK", 0)) != 0:
             return {}  # no model to share out: under torchrun, rank 0 does it all
-        return evaluate_results_file(args.results, ann_file, args.limit, args.save_metrics, args.oks_sigmas)
+        if args.analyze_examples and not image_dir.is_dir():
+            raise utils.UserError(f"--analyze-examples needs the images: {image_dir} is not a folder "
+                                  "(give --images or --data-root)")
+        return evaluate_results_file(args.results, ann_file, args.limit, args.save_metrics, args.oks_sigmas,
+                                     analysis_pictures(args, image_dir))
 
     info, device = utils.init_distributed(args.device)
     try:
@@ -119,22 +137,25 @@ def run(args: argparse.Namespace) -> dict[str, dict[str, float]]:
         models.prepare_for_inference(model, device)
         if info.is_main:
             print(f"model: {config['backbone']}, images resized to {config['min_size'][0]} "
-                  f"(max {config['max_size']}); device {device}, {precision_note}" + (f", {info.world_size} processes" if info.distributed else ""))
+                  f"(max {config['max_size']}); device {device}, {precision_note}"
+                  + (f", {info.world_size} processes" if info.distributed else ""))
             print(f"data: {len(dataset)} images from {image_dir} ({ann_file}), {data_keypoints.describe()}")
         metrics, results = coco_eval.evaluate_dataset(model, dataset, device, args.batch_size, args.workers,
                                                       precision=chosen, verbose=info.is_main, desc="test",
-                                                      sigmas=args.oks_sigmas)
+                                                      sigmas=args.oks_sigmas, analyze=args.analyze)
         if info.is_main:
             if args.save_results:
                 print(f"wrote {len(results)} detections to {utils.write_json(args.save_results, results, indent=None)}")
-            finish(metrics, args.save_metrics)
+            finish(metrics, args.save_metrics, analysis_pictures(args, image_dir),
+                   (dataset.dataset if isinstance(dataset, Subset) else dataset).coco, results)
         return metrics
     finally:
         utils.cleanup_distributed()
 
 
 def evaluate_results_file(path: Path, ann_file: Path, limit: int | None, save_metrics: str,
-                          sigmas: list[float] | dict[str, float] | None = None) -> dict[str, Any]:
+                          sigmas: list[float] | dict[str, float] | None = None,
+                          pictures: dict[str, Any] | None = None) -> dict[str, Any]:
     coco_gt = load_coco(ann_file)
     results = read_results(path, coco_gt)
     image_ids = sorted(coco_gt.getImgIds())[:limit]  # the images a --limit run of the model sees
@@ -148,8 +169,8 @@ def evaluate_results_file(path: Path, ann_file: Path, limit: int | None, save_me
     unknown_categories = {r["category_id"] for r in results} - set(coco_gt.getCatIds())
     if unknown_categories:
         print(f"note: category_id {sorted(unknown_categories)} not in {ann_file}; COCOeval ignores those detections")
-    metrics = coco_eval.coco_evaluate(coco_gt, results, image_ids, sigmas=sigmas)
-    finish(metrics, save_metrics)
+    metrics = coco_eval.coco_evaluate(coco_gt, results, image_ids, sigmas=sigmas, analyze=pictures is not None)
+    finish(metrics, save_metrics, pictures and {**pictures, "image_ids": image_ids}, coco_gt, results)
     return metrics
 
 
@@ -204,9 +225,22 @@ def result_problem(entry: Any, gt_keypoints: int | None) -> str | None:
     return None
 
 
-def finish(metrics: dict[str, dict[str, float]], save_metrics: str) -> None:
+def analysis_pictures(args: argparse.Namespace, image_dir: Path) -> dict[str, Any] | None:
+    """What coco_analyze.write_pictures needs besides the metrics and results (None without --analyze)."""
+    if not args.analyze:
+        return None
+    return {"metrics_path": args.save_metrics or DEFAULT_METRICS, "examples": args.analyze_examples,
+            "image_dir": image_dir, "max_pixels": args.max_image_pixels}
+
+
+def finish(metrics: dict[str, dict[str, float]], save_metrics: str, pictures: dict[str, Any] | None = None,
+           coco_gt=None, results: list[dict[str, Any]] | None = None) -> None:
     if save_metrics:
         print(f"wrote metrics to {utils.write_json(save_metrics, metrics)}")
+    if pictures and "keypoint_errors" in metrics:
+        written = coco_analyze.write_pictures(metrics, coco_gt, results, **pictures)
+        print(f"wrote the keypoint error analysis to {written[0]}"
+              + (f", {len(written) - 1} example(s) to {written[1].parent}" if len(written) > 1 else ""))
     print(coco_eval.format_metrics_line(metrics))
 
 

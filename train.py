@@ -132,6 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=utils.nonnegative_int, default=0, help="seed of the initial weights, data order and augmentation")
     g.add_argument("--eval-every", type=utils.nonnegative_int, default=1, metavar="K",
                    help="COCO box and keypoint AP every K epochs and after the last (0: never)")
+    coco_eval.add_analyze_flag(g)
     utils.add_max_image_pixels_flag(p.add_argument_group("images"))
     return p
 
@@ -417,7 +418,8 @@ def validate(run: Run, data: Data, args: argparse.Namespace, epoch: int, info: u
     if evaluates(data, args, epoch):
         # test.py's numbers for this checkpoint: its defaults (image size, one image per pass, float32)
         metrics, _ = coco_eval.evaluate_dataset(run.net, data.eval_set, device, workers=args.workers,
-                                                desc=f"eval epoch {epoch + 1}", sigmas=args.oks_sigmas)
+                                                desc=f"eval epoch {epoch + 1}", sigmas=args.oks_sigmas,
+                                                analyze=args.analyze)
         run.model.train()
     return val, metrics
 

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+import coco_analyze
+
 REPO = Path(__file__).resolve().parents[1]
 TINY = {"DEMO_IMAGES": "4", "DEMO_VAL_IMAGES": "2", "DEMO_EPOCHS": "1", "DEMO_BATCH": "2",
         "DEMO_SIZE": "64", "DEMO_MAX_SIZE": "96", "DEMO_WARMUP": "1"}
@@ -42,8 +44,10 @@ def test_make_demo_runs_end_to_end(demo_run):
     assert len(list((out / "detect").glob("*.json"))) == len(drawn)
     metrics = json.loads((out / "metrics.json").read_text())
     ap = metrics["keypoints"]["AP"]
-    # The summary prints the AP that test.py measured, and where everything is.
+    # The summary prints the AP that test.py measured, its keypoint error breakdown, and where everything is.
     assert f"demo done: keypoint AP {ap:.3f}" in run.stdout
+    assert f"\n  {coco_analyze.summary_line(metrics)}\n" in run.stdout
+    assert "keypoint_errors" in metrics and (out / "metrics_analysis.png").is_file()
     for name in ("e1_b2_lr0.001_m0.9.pth", "e1_b2_lr0.001_m0.9.png", "last.pth", "metrics.json"):
         assert (out / name).is_file(), name
         assert str(out / name) in run.stdout

@@ -132,3 +132,38 @@ def test_every_coco_limb_has_a_segment_or_joins_the_sides():
     for a, b in keypoints.COCO17.skeleton:
         sides = {keypoints.side_of(names[a]), keypoints.side_of(names[b])} - {None}
         assert draw.limb_segment(names[a], names[b]) or len(sides) == 2, (names[a], names[b])
+
+
+def png_width(path) -> int:
+    return int.from_bytes(path.read_bytes()[16:20], "big")  # the IHDR chunk's width
+
+
+def test_training_plot_shows_the_keypoint_errors_of_analysed_epochs(tmp_path):
+    """train.py --analyze puts keypoint_errors in each evaluated epoch's metrics: a third panel."""
+    shares = {"good": 0.6, "jitter": 0.2, "inversion": 0.05, "swap": 0.05, "miss": 0.1}
+    history = [{"epoch": e, "train_loss": 2.0 / e, "val_loss": None, "box_AP": 0.1 * e, "keypoint_AP": 0.1 * e,
+                "metrics": {"keypoint_errors": shares}} for e in (1, 2)]
+    draw.plot_history(tmp_path / "analysed.png", history, "run")
+    for h in history:
+        del h["metrics"]
+    draw.plot_history(tmp_path / "plain.png", history, "run")
+    assert png_width(tmp_path / "analysed.png") == png_width(tmp_path / "plain.png") * 3 // 2
+
+
+def test_error_example_puts_ground_truth_beside_ringed_detections():
+    image = np.full((200, 160, 3), 255, dtype=np.uint8)
+    truth = pose(80, 1.0)
+    detected = truth.copy()
+    detected[[5, 6], :2] = detected[[6, 5], :2]  # the shoulders inverted
+    marks = [None] * 17
+    marks[5] = marks[6] = "inversion"
+    out = draw.draw_error_example(image, [(np.array([40, 10, 120, 190]), truth)],
+                                  [(np.array([40, 10, 120, 190]), detected, 0.9, marks)], draw.COCO17, ("a", "b"))
+    band = out.shape[0] - image.shape[0]
+    assert out.shape[1] == 2 * image.shape[1] and band > 0
+    assert np.array_equal(out[band:, :160], draw.draw_poses(image.copy(), np.array([[40, 10, 120, 190]]), np.ones(1),
+                                                            truth[None], draw_boxes=False))
+    radius = max(4, round(160 / 60))
+    x, y = detected[5, :2].astype(int)
+    assert tuple(out[band + y, 160 + x + radius]) == draw.ERROR_RINGS["inversion"]
+    assert np.array_equal(image, np.full_like(image, 255))  # drawn on copies

@@ -342,6 +342,25 @@ def test_epoch_ap_equals_test_py_on_the_same_checkpoint(sample_root, tmp_path, c
     assert old != tested
 
 
+def test_analyze_adds_the_keypoint_errors_test_py_gives(sample_root, tmp_path, capsys):
+    """--analyze: each evaluated epoch's metrics carry test.py --analyze's breakdown for that checkpoint."""
+    out = tmp_path / "run"
+    train.main([*TINY, "--data-root", str(sample_root), "--output-dir", str(out), "--epochs", "1", "-b", "2",
+                "--lr", "0.01", "--limit", "2", "--val-limit", "2", "--milestones", "--analyze"])
+    epoch = models.load_checkpoint(out / "last.pth")["history"][-1]
+    assert "Keypoint errors (Ronchi & Perona" in capsys.readouterr().out
+    log = json.loads(next(out.glob("e1_*.json")).read_text())["epochs"][-1]
+    assert set(log["metrics"]["keypoint_errors"]) == {"good", "jitter", "inversion", "swap", "miss"}
+    spec = importlib.util.spec_from_file_location("keypoint_rcnn_test_script", REPO / "test.py")
+    test_script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(test_script)
+    tested = test_script.main(["--weights", str(out / "last.pth"), "--data-root", str(sample_root), "--limit", "2",
+                               "--device", "cpu", "--workers", "0", "--save-results", "", "--precision", "fp32",
+                               "--save-metrics", str(tmp_path / "m.json"), "--analyze"])
+    assert epoch["metrics"] == log["metrics"] == tested
+    assert (tmp_path / "m_analysis.png").is_file()
+
+
 def test_resume_refuses_to_change_the_optimizer(reference_run, tmp_path):
     out = copy_run(reference_run, tmp_path / "changed")
     with pytest.raises(SystemExit) as e:
