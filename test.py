@@ -147,7 +147,7 @@ def run(args: argparse.Namespace) -> dict[str, dict[str, float]]:
             if args.save_results:
                 print(f"wrote {len(results)} detections to {utils.write_json(args.save_results, results, indent=None)}")
             finish(metrics, args.save_metrics, analysis_pictures(args, image_dir),
-                   (dataset.dataset if isinstance(dataset, Subset) else dataset).coco, results)
+                   base_dataset(dataset).coco, results)
         return metrics
     finally:
         utils.cleanup_distributed()
