@@ -31,6 +31,14 @@ def lr_factor(iters_per_epoch: int, milestones: Sequence[int], gamma: float, war
     return factor
 
 
+def scaled_milestones(epochs: int, milestones: Sequence[int], of_epochs: int) -> list[int]:
+    """A schedule's milestones for a run of `epochs`: the same fractions of the run as `milestones`
+    are of `of_epochs` (torchvision's 36 and 43 of 46), rounded, leaving out those at or after the
+    last epoch (so a run of 1 or 2 epochs keeps a constant lr after its warm-up)."""
+    scaled = (round(m * epochs / of_epochs) for m in milestones)
+    return sorted({m for m in scaled if 0 < m < epochs})
+
+
 def make_optimizer(params, args: argparse.Namespace) -> torch.optim.Optimizer:
     """SGD with momentum (torchvision's recipe), or AdamW with --momentum as its beta1."""
     if args.optimizer == "adamw":

@@ -52,7 +52,7 @@ import utils
 from dataset import (CocoKeypoints, DatasetError, coco_paths, collate_fn, create_aspect_ratio_groups, epoch_batches,
                      first_images, get_transforms, has_person_keypoints)
 from engine import LOSS_NAMES, SHORT_LOSS_NAMES, Progress, train_one_epoch, validation_loss
-from optim import lr_factor, make_optimizer
+from optim import lr_factor, make_optimizer, scaled_milestones
 
 # torchvision's keypoint schedule (references/detection: --epochs 46 --lr-steps 36 43, its AP 65.0; the
 # original project ran 42 epochs with these milestones, so its second decay never came). Its lr per image
@@ -109,9 +109,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--momentum", type=utils.momentum, default=0.9, help="SGD momentum (AdamW: beta1)")
     g.add_argument("--weight-decay", type=utils.nonnegative_float, default=1e-4, help="SGD weight decay")
     g.add_argument("--schedule", default="step", choices=("step", "cosine"), help="after the warm-up: step or cosine to 0")
-    g.add_argument("--milestones", type=utils.positive_int, nargs="*", default=list(DEFAULT_MILESTONES),
+    g.add_argument("--milestones", type=utils.positive_int, nargs="*", default=None,
                    help="step schedule: epochs after which the lr is multiplied by --gamma, each below --epochs; "
-                        "none: constant lr")
+                        f"none: constant lr (default: {' and '.join(map(str, DEFAULT_MILESTONES))} of "
+                        f"{DEFAULT_EPOCHS} epochs, scaled to --epochs: 8 9 for --epochs 10)")
     g.add_argument("--gamma", type=utils.positive_float, default=0.1, help="lr factor at each milestone")
     g.add_argument("--warmup-iters", type=utils.nonnegative_int, default=1000, help="iterations of linear lr warm-up (0: none)")
     g.add_argument("--warmup-factor", type=utils.positive_float, default=0.001, help="lr factor at the first warm-up iteration")
@@ -153,6 +154,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     untyped = object()
     typed = parser.parse_args(argv, namespace=argparse.Namespace(**{name: untyped for name in vars(args)}))
     args.given = sorted(name for name, value in vars(typed).items() if value is not untyped)
+    if args.milestones is None:  # a shorter run decays at the same fractions of itself
+        args.milestones = scaled_milestones(args.epochs, DEFAULT_MILESTONES, DEFAULT_EPOCHS)
     return args
 
 
@@ -381,6 +384,9 @@ def describe(args: argparse.Namespace, data: Data, frozen_bn: bool, info: utils.
     sizes = "-".join(str(s) for s in sorted({min(args.min_size), max(args.min_size)}))
     log(f"train: {len(data.train_set)} images from {args.data_root}, {data.iters_per_epoch} iterations/epoch, "
         f"batch {args.batch_size} ({info.world_size} process(es) x {data.per_process_batch}), device {device}")
+    after = "a half cosine to 0" if args.schedule == "cosine" else (
+        f"x{args.gamma:g} after epoch(s) {', '.join(map(str, args.milestones))}" if args.milestones else "constant")
+    log(f"schedule: {args.optimizer} at lr {args.lr:g}, {args.warmup_iters} warm-up iterations, then {after}")
     head = args.keypoint_head
     head = f"{head[0]}x{len(head)}" if len(set(head)) == 1 else ",".join(map(str, head))
     log(f"model: {args.backbone} FPN, weights {args.weights}, keypoint head {head}, image size {sizes} "

@@ -79,6 +79,16 @@ def test_defaults_are_the_documented_recipe():
     assert short.given == ["batch_size", "keypoint_head", "min_size", "workers"]
 
 
+@pytest.mark.parametrize("epochs, milestones", [(46, [36, 43]), (10, [8, 9]), (20, [16, 19]), (2, []), (1, [])])
+def test_default_milestones_follow_the_epochs(epochs, milestones):
+    args = train.parse_args(["--epochs", str(epochs)])
+    assert args.milestones == milestones
+    train.check_args(args, world_size=1)  # never a decay after the last epoch
+    assert train.parse_args(["--epochs", "10", "--milestones", "3"]).milestones == [3]
+    with pytest.raises(utils.UserError, match="a decay after epoch 12 never happens"):
+        train.check_args(train.parse_args(["--epochs", "10", "--milestones", "12"]), world_size=1)
+
+
 def test_lr_schedule_warmup_then_milestones():
     factor = train.lr_factor(iters_per_epoch=10, milestones=[2, 3], gamma=0.1, warmup_iters=5, warmup_factor=0.001)
     assert factor(0) == pytest.approx(0.001)
@@ -126,7 +136,7 @@ def test_optimizer_flag():
                                        "sample set with `python dataset.py --sample sample`"),
     (["--resume"], "--resume: no checkpoint at"),
     (["--backbone", "resnet18", "--weights", "coco"], "--weights coco exists only for --backbone resnet50"),
-    (["--epochs", "42"], "--milestones 36 43: a decay after epoch 43 never happens in a run of --epochs 42"),
+    (["--epochs", "42", "--milestones", "36", "43"], "--milestones 36 43: a decay after epoch 43 never happens in a run of --epochs 42"),
     (["--epochs", "3", "--milestones", "1", "3"], "a decay after epoch 3 never happens in a run of --epochs 3"),
 ])
 def test_bad_input_is_one_line(sample_root, tmp_path, flags, message):
