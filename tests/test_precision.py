@@ -126,13 +126,13 @@ def test_bfloat16_keeps_a_learned_models_ap_and_keypoints(overfit_run, tmp_path,
                     "(it would be emulated, slower than float32)")
     root, run = overfit_run
     metrics, results, oks = {}, {}, {}
-    for precision in ("fp32", "bf16"):
-        out = tmp_path / f"{precision}.json"
-        metrics[precision] = test_script.main(["--data-root", str(root), "--weights", str(run / "last.pth"),
-                                               "--device", "cpu", "--precision", precision, "--workers", "0",
+    for chosen in ("fp32", "bf16"):
+        out = tmp_path / f"{chosen}.json"
+        metrics[chosen] = test_script.main(["--data-root", str(root), "--weights", str(run / "last.pth"),
+                                               "--device", "cpu", "--precision", chosen, "--workers", "0",
                                                "--save-results", str(out), "--save-metrics", ""])
-        results[precision] = json.loads(out.read_text())
-        oks[precision] = best_oks_per_person(coco_paths(root, "val")[1], results[precision])
+        results[chosen] = json.loads(out.read_text())
+        oks[chosen] = best_oks_per_person(coco_paths(root, "val")[1], results[chosen])
     assert "bfloat16 autocast (--precision bf16)" in capsys.readouterr().out
     errors = matched_keypoint_errors(results["fp32"], results["bf16"])
     with capsys.disabled():

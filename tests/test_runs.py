@@ -58,12 +58,14 @@ def test_run_folders_never_overwrite_an_earlier_run(sample_root, tmp_path, monke
 def test_resume_without_path_takes_the_newest_run(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(utils.UserError, match="no last.pth in runs/train/\\*/ or here"):
-        runs.newest_last_checkpoint(None)
+        runs.resume_path("", None)
     touched_last, made_later = Path("runs/train/exp/last.pth"), Path("runs/train/exp2/last.pth")
     for path in (touched_last, made_later):
         path.parent.mkdir(parents=True)
         path.write_bytes(b"")
     os.utime(made_later, (1, 1))  # newest by time, not by folder number
-    assert runs.newest_last_checkpoint(None) == touched_last
-    assert runs.newest_last_checkpoint("mine") == Path("mine/last.pth")
+    assert runs.resume_path("", None) == touched_last
+    assert runs.resume_path("runs/train/exp2", None) == made_later  # a run folder: its last.pth
+    with pytest.raises(utils.UserError, match="no checkpoint at mine/last.pth"):
+        runs.resume_path("", "mine")
     assert "else the newest runs/train/*/last.pth or ./last.pth" in " ".join(help_text(train.parse_args, capsys).split())
