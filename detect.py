@@ -19,6 +19,9 @@ Usage:
     python detect.py --file photos/ --no-show          # every image and video in a folder
     python detect.py --file "photos/**/*.jpg"          # a glob pattern (quoted)
     python detect.py --weights coco --boxes --score-thresh 0.5
+    python detect.py --camera 0 --track                # ids that stay with each person, joints smoothed
+    python detect.py --file clip.mp4 --track --smooth --save-json   # track_id per person in clip.json
+    python detect.py --file frames/ --track --frame-rate 25         # a folder of frames as one sequence
 
 JSON (`--save-json`), per image: {"source", "width", "height", "persons": [person, ...]}; per
 video or stream: {"source", "width", "height", "fps", "frames": [{"frame", "persons"}, ...]}
@@ -26,7 +29,9 @@ video or stream: {"source", "width", "height", "fps", "frames": [{"frame", "pers
 person is {"bbox": [x, y, w, h], "score", "keypoints": K x [x, y, v], "keypoint_scores": K numbers}
 with v = 1 where the keypoint's score passes --kp-thresh (the keypoints drawn), else 0. K and the
 skeleton drawn are the model's keypoint set, as recorded in its checkpoint (COCO's 17 for
-torchvision's weights).
+torchvision's weights). With --track a person also has "track_id" (tracking.py), the same number
+for the same person in every frame of a video, a stream or a folder's images; with smoothing on,
+"bbox" and "keypoints" are the smoothed ones.
 """
 from __future__ import annotations
 
@@ -45,6 +50,7 @@ import draw
 import keypoints
 import models
 import runs
+import tracking
 import utils
 from media import (STREAM_TIMEOUT_S, LatestFrame, Window, decide_show, is_url, list_files, open_stream, open_video,
                    quiet_opencv, read_bgr, unreadable_message, video_fps)
@@ -103,9 +109,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                           "exists; without one --show warns and goes on)")
     out.add_argument("--max-frames", type=utils.nonnegative_int, default=0,
                      help="stop each video or stream after this many processed frames (0: no limit)")
+    tracking.add_tracking_flags(parser)
     args = parser.parse_args(argv)
     if args.file is None and args.camera is None:
         args.camera = "0"
+    tracking.check_tracking_flags(parser, args, live=args.camera is not None)
     return args
 
 
@@ -186,26 +194,35 @@ def detect_frame(model: torch.nn.Module, frame_bgr: np.ndarray, device: torch.de
 
 
 def process_frame(model: torch.nn.Module, frame: np.ndarray, device: torch.device, precision: str,
-                  args: argparse.Namespace) -> tuple[dict[str, np.ndarray], float]:
-    """The one per-frame path of images, videos and live: detect, then draw in place.
-    Returns (detections, seconds the model took)."""
+                  args: argparse.Namespace, tracker: tracking.Tracker | None = None,
+                  time_s: float = 0.0) -> tuple[dict[str, np.ndarray], float]:
+    """The one per-frame path of images, videos and live: detect, track (with a `tracker`: the
+    source's, `time_s` the frame's time), then draw in place. Returns (detections, seconds the model took)."""
     start = time.perf_counter()
     detections = detect_frame(model, frame, device, precision)
     model_s = time.perf_counter() - start
+    if tracker is not None:
+        detections = tracker.update(detections, time_s, frame.shape[1])
     # The model already dropped persons below --score-thresh (load_detector), so all are drawn.
     draw.draw_poses(frame, detections["boxes"], detections["scores"], detections["keypoints"],
-                    detections["keypoint_scores"], kp_thresh=args.kp_thresh, draw_boxes=args.boxes,
-                    line_width=args.line_width or None, keypoint_set=args.keypoint_set)
+                    detections["keypoint_scores"], kp_thresh=args.kp_thresh,
+                    draw_boxes=args.boxes and tracker is None, line_width=args.line_width or None,
+                    keypoint_set=args.keypoint_set)
+    if tracker is not None:
+        draw.draw_track_ids(frame, detections["boxes"], detections["track_ids"],
+                            detections["scores"] if args.boxes else None, args.line_width or None)
     return detections, model_s
 
 
 def persons_json(detections: dict[str, np.ndarray], kp_thresh: float) -> list[dict[str, Any]]:
-    """COCO-style persons: bbox as x, y, w, h; keypoints as K x [x, y, v], v = 1 when drawn."""
+    """COCO-style persons: bbox as x, y, w, h; keypoints as K x [x, y, v], v = 1 when drawn; and
+    track_id when tracking."""
     persons = []
-    for box, score, points, point_scores in zip(detections["boxes"], detections["scores"],
-                                                detections["keypoints"], detections["keypoint_scores"]):
+    for i, (box, score, points, point_scores) in enumerate(zip(detections["boxes"], detections["scores"],
+                                                               detections["keypoints"], detections["keypoint_scores"])):
         x1, y1, x2, y2 = (float(v) for v in box)
         persons.append({
+            **({"track_id": int(detections["track_ids"][i])} if "track_ids" in detections else {}),
             "bbox": [round(x1, 2), round(y1, 2), round(x2 - x1, 2), round(y2 - y1, 2)],
             "score": round(float(score), 4),
             "keypoints": [[round(float(x), 2), round(float(y), 2), int(s >= kp_thresh)]
@@ -239,6 +256,7 @@ def run_files(model: torch.nn.Module, device: torch.device, precision: str, file
     done = {"image": 0, "video": 0}
     skipped: list[str] = []
     taken: set[Path] = set()  # what this run wrote: x.jpg and x.png must not share x.json
+    image_tracker = tracking.tracker_for(args, args.keypoint_set, live=False)  # the images are one sequence
     try:
         for path in files:
             image = read_bgr(path, args.max_image_pixels)
@@ -249,7 +267,8 @@ def run_files(model: torch.nn.Module, device: torch.device, precision: str, file
                 skipped.append(Path(path).name)
                 continue
             if image is not None:
-                keep_going = process_image(model, device, precision, path, image, output, args, window, taken)
+                keep_going = process_image(model, device, precision, path, image, output, args, window, taken,
+                                           image_tracker, done["image"] / tracking.frame_rate(args))
                 done["image"] += 1
             else:
                 keep_going = process_video(model, device, precision, path, *video, output, args, window, taken)
@@ -292,9 +311,10 @@ def output_path(source: str, output: Path, suffix: str | None = None, taken: set
 
 
 def process_image(model: torch.nn.Module, device: torch.device, precision: str, path: str, image: np.ndarray,
-                  output: Path, args: argparse.Namespace, window: Window | None, taken: set[Path]) -> bool:
+                  output: Path, args: argparse.Namespace, window: Window | None, taken: set[Path],
+                  tracker: tracking.Tracker | None = None, time_s: float = 0.0) -> bool:
     target = output_path(path, output, taken=taken, with_json=args.save_json)
-    detections, model_s = process_frame(model, image, device, precision, args)
+    detections, model_s = process_frame(model, image, device, precision, args, tracker, time_s)
     write_image(target, image)
     h, w = image.shape[:2]
     if args.save_json:
@@ -323,13 +343,14 @@ def process_video(model: torch.nn.Module, device: torch.device, precision: str, 
         raise utils.UserError(f"cannot write video {target}")
     frames: list[dict[str, Any]] = []
     keep_going, model_s, index = True, 0.0, 0
+    tracker = tracking.tracker_for(args, args.keypoint_set, live=False)
     frame: np.ndarray | None = first
     try:
         with tqdm(total=total, desc=Path(path).name, unit="frame", dynamic_ncols=True) as bar:
             while frame is not None:
                 if frame.shape[:2] != (h, w):  # a stream may change size; the file cannot
                     frame = cv2.resize(frame, (w, h))
-                detections, seconds = process_frame(model, frame, device, precision, args)
+                detections, seconds = process_frame(model, frame, device, precision, args, tracker, index / fps)
                 model_s += seconds
                 writer.write(frame)
                 if args.save_json:
@@ -377,6 +398,7 @@ def run_live(model: torch.nn.Module, device: torch.device, precision: str, captu
     window = Window() if show else None
     writer = None
     frames: list[dict[str, Any]] = []
+    tracker = tracking.tracker_for(args, args.keypoint_set, live=True)
     last, processed, fps, model_ms = -1, 0, 0.0, 0.0
     print(f"live from {source}: " + ("q or Esc in the window" if window else "Ctrl-C") + " stops")
     start = previous = time.perf_counter()
@@ -388,7 +410,7 @@ def run_live(model: torch.nn.Module, device: torch.device, precision: str, captu
                     print(f"warning: no new frame for {STREAM_TIMEOUT_S:g} s; stopping", file=sys.stderr)
                 break
             index, frame = item
-            detections, seconds = process_frame(model, frame, device, precision, args)
+            detections, seconds = process_frame(model, frame, device, precision, args, tracker, index / fps_in)
             now = time.perf_counter()
             # Smoothed over about ten frames, so the numbers can be read.
             blend = 0.1 if processed else 1.0
