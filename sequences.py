@@ -25,7 +25,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -71,24 +71,34 @@ class FigurePath:
 
 
 def crossing_scene(spec: SequenceSpec) -> tuple[list[tuple[FigurePath, Figure]], int]:
-    """(the figures, far to near, with their paths; the number of frames)."""
+    """(the figures, far to near, with their paths; the number of frames). The still figure stands
+    at the right edge, the near walker starts just left of it and the far one at the left edge,
+    each placed by how far its own limbs reach."""
     w, h = spec.width, spec.height
     speed = w / (spec.cross_seconds * spec.fps)
-    paths = [FigurePath(1, "walk", 0.6 * h, (0.07 * w, 0.47 * h), (speed, 0.0)),
-             FigurePath(3, "stand", 0.66 * h, (0.91 * w, 0.5 * h), (0.0, 0.0)),
-             FigurePath(2, "walk", 0.72 * h, (0.7 * w, 0.53 * h), (-speed, 0.0))]
-    scene = [(path, _figure_for(path, spec.seed)) for path in paths]
-    (far, far_figure), (_, still_figure) = scene[0], scene[1]
-    room = extent(still_figure, paths[1], 0)[0] - extent(far_figure, far, 0)[2]
-    frames = spec.frames or math.floor(room / speed)
-    if frames < MIN_FRAMES:
+    margin = 0.03 * h
+    layout = ((1, "walk", 0.6, 0.47, 1.0), (3, "stand", 0.66, 0.5, 0.0), (2, "walk", 0.72, 0.53, -1.0))
+    scene, reach = [], []
+    for track_id, pose, tall, hips_y, direction in layout:
+        path = FigurePath(track_id, pose, tall * h, (0.0, hips_y * h), (direction * speed, 0.0))
+        figure = _figure_for(path, spec.seed)
+        scene.append((path, figure))
+        reach.append(extent(figure, path, 0)[::2])  # (left, right) of the hips
+    (far_left, far_right), (still_left, still_right), (near_left, near_right) = reach
+    still_x = w - margin - still_right
+    near_x = still_x + still_left - margin - near_right
+    far_x = margin - far_left
+    scene = [(replace(path, start=(x, path.start[1])), figure)
+             for (path, figure), x in zip(scene, (far_x, still_x, near_x))]
+    frames = math.floor((still_x + still_left - far_x - far_right) / speed)  # until the far walker reaches it
+    if near_x + near_left <= far_x + far_right or (not spec.frames and frames < MIN_FRAMES):
         raise utils.UserError(f"a {w}x{h} frame is too narrow for the walkers to pass before reaching the "
-                              f"still figure ({max(frames, 0)} frames); choose a wider --size or a larger --frames")
-    return scene, frames
+                              f"still figure ({max(frames, 0)} frames); choose a wider --size or give --frames")
+    return scene, spec.frames or frames
 
 
 def _figure_for(path: FigurePath, seed: int) -> Figure:
-    """The figure of a path: the same for a seed; a walker faces the way it goes."""
+    """The figure of a path: the same for a seed and track id; a walker faces the way it goes."""
     rng = np.random.default_rng([seed, path.track_id])
     wanted = float(np.sign(path.velocity[0]))
     for _ in range(100):
@@ -194,20 +204,22 @@ class DetectionNoise:
     (`keypoint_jitter`); each box edge is off by `box_jitter`. A person in view is missed with
     probability `person_miss`; a seen joint (v=2) scores below the keypoint threshold with
     `joint_miss`, a covered one (v=1) above it with `covered_found`; `false_positives` spurious
-    persons a frame on average. docs/tracking.md: the values measured on the demo model."""
-    keypoint_jitter: float = 0.01
-    keypoint_bias: float = 0.02
-    box_jitter: float = 0.01
-    person_miss: float = 0.02
-    joint_miss: float = 0.05
-    covered_found: float = 0.5
-    false_positives: float = 0.0
+    persons a frame on average, each over part of someone (or them and more), its pose theirs but
+    a tenth of their height astray. docs/tracking.md: where the defaults were measured."""
+    keypoint_jitter: float = 0.0071
+    keypoint_bias: float = 0.0254
+    box_jitter: float = 0.0213
+    person_miss: float = 0.0938
+    joint_miss: float = 0.0517
+    covered_found: float = 0.9595
+    false_positives: float = 0.3281
 
 
 def simulated_detections(tracks: dict[str, Any], noise: DetectionNoise, seed: int = 0,
                          kp_thresh: float = 2.0) -> list[tuple[dict[str, np.ndarray], np.ndarray]]:
     """Per frame of tracks.json: (detections as detect.detect_frame gives them, the figure each
-    one comes from, 0 for a spurious one). Joints taken as seen score kp_thresh + 3, others kp_thresh - 3."""
+    one comes from, -f for a spurious one made near figure f). Joints taken as seen score kp_thresh + 3,
+    the others kp_thresh - 3."""
     rng = np.random.default_rng(seed)
     heights = {f["track_id"]: f["height"] for f in tracks["figures"]}
     k = len(tracks["keypoint_names"])
@@ -227,20 +239,26 @@ def simulated_detections(tracks: dict[str, Any], noise: DetectionNoise, seed: in
             seen.append(np.where(truth[:, 2] == 2, chance >= noise.joint_miss,
                                  (truth[:, 2] == 1) & (chance < noise.covered_found)))
             figures.append(tid)
-        for _ in range(rng.poisson(noise.false_positives)):
-            h = rng.uniform(0.3, 0.8) * tracks["height"]
-            x, y = rng.uniform(0, tracks["width"] - 0.4 * h), rng.uniform(0, tracks["height"] - h)
-            boxes.append(np.array([x, y, x + 0.4 * h, y + h]))
-            points.append(np.column_stack([rng.uniform(x, x + 0.4 * h, k), rng.uniform(y, y + h, k)]))
-            seen.append(rng.random(k) < 0.5)
-            figures.append(0)
-        result.append((detections_of(boxes, points, seen, kp_thresh), np.array(figures, dtype=np.int64)))
+        for _ in range(rng.poisson(noise.false_positives) if frame["persons"] else 0):
+            # What a model finds besides the people, measured: a box over part of someone, or over them
+            # and a neighbour, with a pose of theirs gone astray (its joints a tenth of their height off).
+            person = frame["persons"][int(rng.integers(len(frame["persons"])))]
+            x, y, bw, bh = person["bbox"]
+            grow = rng.uniform(0.6, 1.4, 2)
+            x, y = x + rng.uniform(-0.3, 0.3) * bw, y + rng.uniform(-0.15, 0.15) * bh
+            boxes.append(np.array([x, y, x + grow[0] * bw, y + grow[1] * bh]))
+            truth = np.asarray(person["keypoints"], dtype=float)
+            points.append(truth[:, :2] + rng.standard_normal((k, 2)) * 0.1 * heights[person["track_id"]])
+            seen.append((truth[:, 2] > 0) & (rng.random(k) < 0.7))
+            figures.append(-person["track_id"])
+        result.append((detections_of(boxes, points, seen, kp_thresh, k), np.array(figures, dtype=np.int64)))
     return result
 
 
 def detections_of(boxes: Sequence[np.ndarray], points: Sequence[np.ndarray], seen: Sequence[np.ndarray],
-                  kp_thresh: float) -> dict[str, np.ndarray]:
-    n, k = len(boxes), (len(points[0]) if points else 0)
+                  kp_thresh: float, num_keypoints: int = utils.NUM_KEYPOINTS) -> dict[str, np.ndarray]:
+    """detect.detect_frame's dict of these persons (score 0.9 each), seen joints scoring kp_thresh + 3."""
+    n, k = len(boxes), num_keypoints
     keypoints = np.zeros((n, k, 3), dtype=np.float32)
     if n:
         keypoints[..., :2], keypoints[..., 2] = np.stack(points), 1
@@ -252,23 +270,24 @@ def detections_of(boxes: Sequence[np.ndarray], points: Sequence[np.ndarray], see
 
 def without(simulated: Sequence[tuple[dict[str, np.ndarray], np.ndarray]], figure: int,
             frames: range) -> list[tuple[dict[str, np.ndarray], np.ndarray]]:
-    """`simulated` (simulated_detections' list) with `figure` left undetected in `frames`: a gap."""
+    """`simulated` (simulated_detections' list) with `figure` left undetected in `frames`, and nothing
+    spurious found near it: a gap."""
     result = []
     for index, (detections, figures) in enumerate(simulated):
-        keep = figures != figure if index in frames else np.ones(len(figures), dtype=bool)
+        keep = np.abs(figures) != figure if index in frames else np.ones(len(figures), dtype=bool)
         result.append(({k: v[keep] for k, v in detections.items()}, figures[keep]))
     return result
 
 
 def id_switches(figure_ids: Sequence[np.ndarray], track_ids: Sequence[np.ndarray]) -> list[tuple[int, int, int, int]]:
     """MOT's identity switches (IDSW): (frame, figure, its previous track id, the new one) each time a
-    figure is matched to another track id than the last time it was matched. Figure 0 (a spurious
-    detection) is not counted."""
+    figure is matched to another track id than the last time it was matched. Spurious detections
+    (figure 0 or less) are not counted."""
     last: dict[int, int] = {}
     switches = []
     for frame, (figures, tracks) in enumerate(zip(figure_ids, track_ids)):
         for figure, track in zip(np.asarray(figures).tolist(), np.asarray(tracks).tolist()):
-            if figure == 0:
+            if figure <= 0:
                 continue
             if figure in last and last[figure] != track:
                 switches.append((frame, figure, last[figure], track))
@@ -317,6 +336,39 @@ def switches_by_crossing(switches: Sequence[tuple[int, int, int, int]], tracks: 
     return per_crossing, unexplained
 
 
+def figures_tracked(tracks: dict[str, Any], simulated: Sequence[tuple[dict[str, np.ndarray], np.ndarray]],
+                    settings: tracking.TrackerSettings) -> list[dict[int, int]]:
+    """{figure: its track id} per frame of `simulated` (simulated_detections' list) tracked by a new tracker."""
+    tracker = tracking.Tracker.for_keypoints(COCO17, settings)
+    found = []
+    for index, (frame, figures) in enumerate(simulated):
+        kept = tracking.without_duplicates(frame, tracker.seen(frame), tracker.sigmas)  # as update() keeps them
+        ids = tracker.update(frame, index / tracks["fps"], tracks["width"])["track_ids"]
+        found.append({f: i for f, i in zip(figures[kept].tolist(), ids.tolist()) if f > 0})
+    return found
+
+
+def mot_figures(persons: list[dict[str, Any]], boxes: np.ndarray, track_ids: np.ndarray, mapping: dict[int, int],
+                min_iou: float = 0.5) -> np.ndarray:
+    """The figure each tracked detection stands for (0: none), paired as CLEAR MOT pairs them: a
+    figure keeps the track it was paired with while their boxes still overlap by `min_iou`; the
+    rest are paired by the largest total IoU, at least `min_iou`. `mapping` (figure -> its last
+    track id) is read and updated."""
+    truth = np.array([[x, y, x + w, y + h] for x, y, w, h in (p["bbox"] for p in persons)]).reshape(-1, 4)
+    iou = tracking.box_iou(truth, boxes)
+    figures = np.zeros(len(boxes), dtype=np.int64)
+    for f, person in enumerate(persons):
+        kept = np.flatnonzero((track_ids == mapping.get(person["track_id"], -1)) & (iou[f] >= min_iou))
+        if len(kept):
+            figures[kept[0]] = person["track_id"]
+            iou[f], iou[:, kept[0]] = 0, 0
+    rows, cols = tracking.match(iou, min_iou)
+    figures[cols] = [persons[r]["track_id"] for r in rows]
+    for d in np.flatnonzero(figures):
+        mapping[int(figures[d])] = int(track_ids[d])
+    return figures
+
+
 def frame_jitter(points: np.ndarray, seen: np.ndarray) -> float:
     """The root mean square of a joint's move from one frame to the next, in pixels, over the joints
     seen in both frames; points (F, K, 2), seen (F, K)."""
@@ -347,23 +399,29 @@ class TrackingScore:
 
 
 def score_tracking(tracks: dict[str, Any], detections: Sequence[dict[str, np.ndarray]],
-                   figure_ids: Sequence[np.ndarray], settings: tracking.TrackerSettings) -> TrackingScore:
+                   figure_ids: Sequence[np.ndarray] | None, settings: tracking.TrackerSettings) -> TrackingScore:
     """Track `detections` (one dict a frame, as detect.detect_frame gives) with a new tracker of
-    COCO's 17 and score it against `tracks` (tracks.json), given the figure each detection is of."""
+    COCO's 17 and score it against `tracks` (tracks.json), given the figure each detection is of
+    (simulated_detections' second half), or None to pair them as CLEAR MOT does (`mot_figures`)."""
     tracker = tracking.Tracker.for_keypoints(COCO17, settings)
     shape = (len(detections), len(tracks["keypoint_names"]), 2)
     detected = {f["track_id"]: np.zeros(shape) for f in tracks["figures"]}
     smoothed = {tid: np.zeros(shape) for tid in detected}
     seen = {tid: np.zeros(shape[:2], dtype=bool) for tid in detected}
-    track_ids = []
-    for index, (frame, figures) in enumerate(zip(detections, figure_ids)):
+    track_ids, paired, mapping = [], [], {}
+    for index, frame in enumerate(detections):
+        kept = tracking.without_duplicates(frame, tracker.seen(frame), tracker.sigmas)  # as update() keeps them
+        frame = {name: value[kept] for name, value in frame.items()}
         out = tracker.update(frame, index / tracks["fps"], tracks["width"])
         track_ids.append(out["track_ids"])
-        for d, figure in enumerate(np.asarray(figures).tolist()):
-            if figure:
+        paired.append(np.asarray(figure_ids[index])[kept] if figure_ids is not None else
+                      mot_figures(tracks["frames"][index]["persons"], frame["boxes"], out["track_ids"], mapping))
+        for d, figure in enumerate(np.asarray(paired[-1]).tolist()):
+            if figure > 0:
                 detected[figure][index] = frame["keypoints"][d, :, :2]
                 smoothed[figure][index] = out["keypoints"][d, :, :2]
                 seen[figure][index] = frame["keypoint_scores"][d] >= settings.kp_thresh
+    figure_ids = paired
     switches = id_switches(figure_ids, track_ids)
     per_crossing, unexplained = switches_by_crossing(switches, tracks, figure_ids)
     still = [f["track_id"] for f in tracks["figures"] if not any(f["velocity"])]

@@ -42,6 +42,21 @@ from keypoints import KeypointSet
 # while walking; two people side by side score near 0.
 MIN_SIMILARITY = 0.15
 
+# A track and a detection that show joints in common but put them this far apart (OKS) are never
+# paired, however their boxes overlap: the same person a frame later scores 0.6-0.9, and still
+# about 0.2 after a second unseen.
+MIN_OKS = 0.05
+
+# A track is taken for someone once detected this many times: until then it is matched only after
+# the others, and dropped once unseen for more than YOUNG_BUFFER frames.
+CONFIRMED_HITS = 3
+YOUNG_BUFFER = 2
+
+# Two detections whose poses are this similar (OKS) are one person found twice: a weak model finds
+# a person again in a box of their upper body, or of them and a neighbour, with nearly the same
+# keypoints (OKS 0.8 and more); two people crossing, one behind the other, reach about 0.6.
+DUPLICATE_OKS = 0.7
+
 # How much of each new velocity measurement a track takes in (an exponential average, after the
 # plain mean of its first 1 / VELOCITY_BLEND moves): enough to follow a turn within about ten
 # frames, little enough that the detector's few pixels of noise, divided by 1/30 s, do not throw
@@ -52,7 +67,7 @@ VELOCITY_BLEND = 0.1
 # figure's frame-to-frame jitter by more than half and keep the lag of a figure crossing the
 # frame in 2 s at 30 fps under one frame.
 DEFAULT_MIN_CUTOFF = 1.0  # Hz
-DEFAULT_BETA = 20.0  # Hz per (frame width per second)
+DEFAULT_BETA = 10.0  # Hz per (frame width per second)
 DERIVATIVE_CUTOFF = 1.0  # Hz, the paper's fixed value for the speed's own filter
 DEFAULT_BUFFER = 30  # frames: one second at 30 fps, ByteTrack's default too
 DEFAULT_FRAME_RATE = 30.0  # a folder of images has no clock of its own
@@ -91,10 +106,28 @@ def keypoint_similarity(points_a: np.ndarray, seen_a: np.ndarray, points_b: np.n
 def pose_similarity(boxes_a: np.ndarray, points_a: np.ndarray, seen_a: np.ndarray, boxes_b: np.ndarray,
                     points_b: np.ndarray, seen_b: np.ndarray, sigmas: np.ndarray) -> np.ndarray:
     """(len(a), len(b)) similarity in [0, 1]: the mean of box IoU and OKS, or the IoU alone for a
-    pair that shows no joint in common."""
+    pair that shows no joint in common; 0 for a pair whose common joints are far apart (OKS below
+    MIN_OKS), however much their boxes overlap: that is someone else, or nobody."""
     iou = box_iou(boxes_a, boxes_b)
     oks, shared = keypoint_similarity(points_a, seen_a, points_b, seen_b, box_areas(boxes_a), sigmas)
-    return np.where(shared > 0, (iou + oks) / 2, iou)
+    return np.where(shared > 0, np.where(oks >= MIN_OKS, (iou + oks) / 2, 0.0), iou)
+
+
+def without_duplicates(detections: dict[str, np.ndarray], seen: np.ndarray, sigmas: np.ndarray,
+                       most_similar: float = DUPLICATE_OKS) -> np.ndarray:
+    """Which detections to keep (bool, (N,)): a pose whose OKS with a surer kept one reaches
+    `most_similar` is the same person found twice (in a box of a part of them, or of them and a
+    neighbour) and is dropped, as pose NMS does."""
+    boxes = np.asarray(detections["boxes"], dtype=float).reshape(-1, 4)
+    points = np.asarray(detections["keypoints"], dtype=float)[..., :2].reshape(len(boxes), len(sigmas), 2)
+    oks, _ = keypoint_similarity(points, seen, points, seen, box_areas(boxes), sigmas)
+    keep = np.ones(len(boxes), dtype=bool)
+    for i in np.argsort(-np.asarray(detections["scores"], dtype=float), kind="stable"):
+        if keep[i]:
+            duplicates = oks[i] >= most_similar
+            duplicates[i] = False
+            keep &= ~duplicates
+    return keep
 
 
 def solve_assignment(cost: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -290,20 +323,21 @@ class Tracker:
         return cls(oks_sigmas(keypoint_set, verbose=False)[0], settings)
 
     def update(self, detections: dict[str, np.ndarray], time_s: float, frame_width: int) -> dict[str, np.ndarray]:
-        """`detections` with `track_ids` (N,) and, when smoothing, filtered `boxes` and `keypoints`.
-        `time_s`: the frame's time in seconds, later than the previous frame's."""
+        """`detections` without the duplicate poses (`without_duplicates`), with `track_ids` (N,) and,
+        when smoothing, filtered `boxes` and `keypoints`. `time_s`: the frame's time in seconds,
+        later than the previous frame's."""
         if not time_s > self.time_s:
             raise ValueError(f"frame time {time_s} s is not after the previous one ({self.time_s} s)")
         self.time_s = time_s
+        seen = self.seen(detections)
+        keep = without_duplicates(detections, seen, self.sigmas)
+        if not keep.all():
+            detections, seen = {name: value[keep] for name, value in detections.items()}, seen[keep]
         boxes = np.asarray(detections["boxes"], dtype=float).reshape(-1, 4)
         n, k = len(boxes), len(self.sigmas)
         points = np.asarray(detections["keypoints"], dtype=float)[..., :2].reshape(n, k, 2)
-        seen = (np.asarray(detections["keypoint_scores"]).reshape(n, k) >= self.settings.kp_thresh) \
-            & np.isfinite(points).all(-1)
         tracks = self.tracks
-        expected_boxes, expected_points = tracks.expected(time_s)
-        rows, cols = match(pose_similarity(expected_boxes, expected_points, tracks.seen, boxes, points, seen,
-                                           self.sigmas), self.settings.min_similarity)
+        rows, cols = self._match(boxes, points, seen, time_s)
         self._observe(rows, boxes[cols], points[cols], seen[cols], time_s, frame_width)
         ids = np.zeros(n, dtype=np.int64)
         ids[cols] = tracks.ids[rows]
@@ -314,7 +348,10 @@ class Tracker:
         self.next_id += len(fresh)
         born = Tracks.start(ids[fresh], boxes[fresh], points[fresh], seen[fresh], time_s)
         smoothed[fresh] = born.smoothed.value
-        self.tracks = tracks.take(tracks.missed <= self.settings.buffer).extend(born)
+        # A young track unseen for a few frames was most likely no one: it goes then, not after the buffer.
+        young = tracks.hits < CONFIRMED_HITS
+        alive = (tracks.missed <= self.settings.buffer) & (~young | (tracks.missed <= YOUNG_BUFFER))
+        self.tracks = tracks.take(alive).extend(born)
         if not self.settings.smooth:
             return {**detections, "track_ids": ids}
         keypoints = np.array(detections["keypoints"], dtype=np.float32)
@@ -322,12 +359,40 @@ class Tracker:
         return {**detections, "track_ids": ids, "keypoints": keypoints,
                 "boxes": smoothed[:, k:].reshape(n, 4).astype(np.float32)}
 
+    def _match(self, boxes: np.ndarray, points: np.ndarray, seen: np.ndarray,
+               time_s: float) -> tuple[np.ndarray, np.ndarray]:
+        """(tracks, detections) paired: tracks seen CONFIRMED_HITS times first, then the young ones
+        with the detections left, so that a spurious detection's track of a frame or two cannot
+        take someone's place from the track that has followed them."""
+        tracks = self.tracks
+        expected_boxes, expected_points = tracks.expected(time_s)
+        similarity = pose_similarity(expected_boxes, expected_points, tracks.seen, boxes, points, seen, self.sigmas)
+        confirmed = np.flatnonzero(tracks.hits >= CONFIRMED_HITS)
+        young = np.flatnonzero(tracks.hits < CONFIRMED_HITS)
+        rows, cols = match(similarity[confirmed], self.settings.min_similarity)
+        left = np.setdiff1d(np.arange(len(boxes)), cols)
+        young_rows, young_cols = match(similarity[young][:, left], self.settings.min_similarity)
+        return (np.concatenate([confirmed[rows], young[young_rows]]).astype(int),
+                np.concatenate([cols, left[young_cols]]).astype(int))
+
+    def seen(self, detections: dict[str, np.ndarray]) -> np.ndarray:
+        """(N, K) bool: the joints that count, those scoring at least the keypoint threshold."""
+        n, k = len(detections["boxes"]), len(self.sigmas)
+        points = np.asarray(detections["keypoints"], dtype=float)[..., :2].reshape(n, k, 2)
+        return (np.asarray(detections["keypoint_scores"]).reshape(n, k) >= self.settings.kp_thresh) \
+            & np.isfinite(points).all(-1)
+
     def _observe(self, rows: np.ndarray, boxes: np.ndarray, points: np.ndarray, seen: np.ndarray, time_s: float,
                  frame_width: int) -> None:
         """Tracks `rows` detected again now; every other track one more frame unseen."""
         t = self.tracks
         dt = time_s - t.times[rows]
-        moved = (centres(boxes) - centres(t.boxes[rows])) / dt[:, None]
+        # How far the joints seen in both frames moved, on average (a box's edges jump more than joints),
+        # or the box's centre where no joint is shared.
+        both = (seen & t.seen[rows])[..., None]
+        shift = np.where(both, points - t.points[rows], 0.0).sum(1) / np.maximum(both.sum(1), 1)
+        shift = np.where(both.any(1), shift, centres(boxes) - centres(t.boxes[rows]))
+        moved = shift / dt[:, None]
         # The mean of all moves while a track is young (less noisy than the last move alone), then an average
         # that forgets.
         blend = np.maximum(1.0 / t.hits[rows], VELOCITY_BLEND)[:, None]

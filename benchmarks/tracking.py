@@ -37,12 +37,15 @@ import detect
 import sequences
 import tracking
 import utils
+from coco_eval import oks_sigmas
+from keypoints import COCO17
 from benchmarks.timing import Row, Table, measure
 from sample_data import random_figure
 
 CROWD_SIZE = (640, 480)
 CROWD_FRAMES = 60
-GRID = ((0.5, 10.0), (0.5, 20.0), (1.0, 10.0), (1.0, 20.0), (1.0, 40.0), (2.0, 20.0), (4.0, 20.0))
+COCO_SIGMAS = np.array(oks_sigmas(COCO17, verbose=False)[0])
+GRID = ((0.5, 5.0), (0.5, 10.0), (1.0, 5.0), (1.0, 10.0), (1.0, 20.0), (2.0, 10.0), (4.0, 10.0))
 
 
 # --------------------------------------------------------------------------------------
@@ -98,20 +101,27 @@ def truth_boxes(persons: list[dict[str, Any]]) -> np.ndarray:
     return np.array([[x, y, x + w, y + h] for x, y, w, h in (p["bbox"] for p in persons)], dtype=float).reshape(-1, 4)
 
 
-def matched_to_truth(detections: dict[str, np.ndarray], persons: list[dict[str, Any]]) -> np.ndarray:
-    """The figure (track_id) of each detection, 0 for one that overlaps no figure by IoU 0.5."""
+def matched_to_truth(detections: dict[str, np.ndarray], persons: list[dict[str, Any]],
+                     kp_thresh: float = 2.0) -> np.ndarray:
+    """The figure (track_id) of each detection, 0 for one of no figure: paired by the largest total
+    similarity, the larger of box IoU and OKS, at least 0.5 (COCO's AP50 match for either)."""
     figures = np.zeros(len(detections["boxes"]), dtype=np.int64)
-    iou = tracking.box_iou(truth_boxes(persons), detections["boxes"])
-    rows, cols = tracking.match(iou, 0.5)
+    truth = np.array([p["keypoints"] for p in persons], dtype=float).reshape(len(persons), -1, 3)
+    boxes = truth_boxes(persons)
+    oks, _ = tracking.keypoint_similarity(truth[..., :2], truth[..., 2] > 0, detections["keypoints"][..., :2],
+                                          detections["keypoint_scores"] >= kp_thresh, tracking.box_areas(boxes),
+                                          COCO_SIGMAS)
+    rows, cols = tracking.match(np.maximum(oks, tracking.box_iou(boxes, detections["boxes"])), 0.5)
     figures[cols] = [persons[r]["track_id"] for r in rows]
     return figures
 
 
-def model_runs(weights: str, count: int, device: str, folder: Path) -> list[tuple[dict, list[dict], list[np.ndarray]]]:
+def model_runs(weights: str, count: int, device: str, folder: Path,
+               score_thresh: float = 0.5) -> list[tuple[dict, list[dict], list[np.ndarray]]]:
     """(truth, detections per frame, figure per detection per frame) of the model on `count` crossing
-    sequences (seeds 0, 1, ...) written under `folder`, at detect.py's settings (--score-thresh 0.5, as make demo)."""
+    sequences (seeds 0, 1, ...) written under `folder`, as detect.py --score-thresh `score_thresh` runs it."""
     videos = [sequences.write_sequence(folder / str(seed), sequences.SequenceSpec(seed=seed)) for seed in range(count)]
-    args = detect.parse_args(["--file", str(videos[0]), "--weights", weights, "--score-thresh", "0.5",
+    args = detect.parse_args(["--file", str(videos[0]), "--weights", weights, "--score-thresh", str(score_thresh),
                               "--device", device])
     torch_device = utils.select_device(device)
     precision = utils.select_precision("auto", torch_device, cuda_default="fp16")  # as detect.py
@@ -133,16 +143,21 @@ def model_runs(weights: str, count: int, device: str, folder: Path) -> list[tupl
 
 
 def measured_noise(runs: list[tuple[dict, list[dict], list[np.ndarray]]], kp_thresh: float) -> sequences.DetectionNoise:
-    """sequences.DetectionNoise of the model runs: joint errors split into a constant per figure
-    and joint (bias) and the rest (jitter), in figure heights; misses and spurious persons counted."""
+    """sequences.DetectionNoise of the model runs, on the detections the tracker keeps (duplicate poses
+    dropped): joint errors split into a constant per figure and joint (bias) and the rest (jitter),
+    in figure heights; misses and spurious persons counted."""
     errors: dict[tuple[int, int], list[np.ndarray]] = {}
     box_errors: dict[tuple[int, int], list[np.ndarray]] = {}
     counts = {"persons": 0, "missed": 0, "seen": 0, "seen_missed": 0, "covered": 0, "covered_found": 0, "spurious": 0}
     frames = 0
-    for run, (truth, found, figures) in enumerate(runs):
+    tracker = tracking.Tracker.for_keypoints(COCO17, tracking.TrackerSettings(kp_thresh=kp_thresh))
+    for run, (truth, found, _) in enumerate(runs):
         heights = {f["track_id"]: f["height"] for f in truth["figures"]}
-        for persons, detections, matched in zip((f["persons"] for f in truth["frames"]), found, figures):
+        for persons, detections in zip((f["persons"] for f in truth["frames"]), found):
             frames += 1
+            kept = tracking.without_duplicates(detections, tracker.seen(detections), tracker.sigmas)  # as tracked
+            detections = {name: value[kept] for name, value in detections.items()}
+            matched = matched_to_truth(detections, persons)
             counts["spurious"] += int((matched == 0).sum())
             for person, box in zip(persons, truth_boxes(persons)):
                 tid, h = person["track_id"], heights[person["track_id"]]
@@ -173,16 +188,19 @@ def measured_noise(runs: list[tuple[dict, list[dict], list[np.ndarray]]], kp_thr
 
 
 def split_error(errors: dict[Any, list[np.ndarray]]) -> tuple[float, float]:
-    """(bias, jitter): the RMS over figures and coordinates of each one's mean error, and the RMS of
-    the error around that mean (NaN: not seen)."""
-    means, rests = [], []
+    """(bias, jitter), robust standard deviations (1.4826 x the median absolute value, so that a joint
+    taken for its mirror image now and then does not pass for noise of every frame): of each figure's
+    median error, and of the error around it (NaN: not seen)."""
+    medians, rests = [], []
     for values in errors.values():
         stack = np.stack(values)
-        mean = np.nanmean(stack, axis=0)
-        means.append(mean.ravel())
-        rests.append((stack - mean).ravel())
-    means_all, rests_all = np.concatenate(means), np.concatenate(rests)
-    return (float(np.sqrt(np.nanmean(means_all ** 2))), float(np.sqrt(np.nanmean(rests_all ** 2))))
+        if np.isnan(stack).all():
+            continue
+        median = np.nanmedian(stack, axis=0)
+        medians.append(median.ravel())
+        rests.append((stack - median).ravel())
+    spread = lambda v: float(1.4826 * np.nanmedian(np.abs(np.concatenate(v))))  # noqa: E731
+    return spread(medians), spread(rests)
 
 
 # --------------------------------------------------------------------------------------
@@ -190,17 +208,16 @@ def split_error(errors: dict[Any, list[np.ndarray]]) -> tuple[float, float]:
 # --------------------------------------------------------------------------------------
 def gap_kept(truth: dict[str, Any], noise: sequences.DetectionNoise, settings: tracking.TrackerSettings,
              seed: int) -> dict[int, bool]:
-    """Per figure: whether it keeps its id through a gap of settings.buffer frames in the middle of its sequence."""
-    simulated = sequences.simulated_detections(truth, noise, seed)
+    """Per figure: whether it keeps its id through a gap of settings.buffer frames in the middle of its
+    sequence (the gap alone: no other miss, nothing spurious)."""
+    simulated = sequences.simulated_detections(truth, replace(noise, person_miss=0.0, false_positives=0.0), seed)
     kept = {}
     for figure in (f["track_id"] for f in truth["figures"]):
         first = max(1, (len(simulated) - settings.buffer) // 2)
         gap = sequences.without(simulated, figure, range(first, first + settings.buffer))
-        tracker = tracking.Tracker([0.07] * len(truth["keypoint_names"]), settings)
-        ids = [tracker.update(d, i / truth["fps"], truth["width"])["track_ids"][f == figure]
-               for i, (d, f) in enumerate(gap)]
-        before = next((i[0] for i in ids[:first][::-1] if len(i)), None)
-        after = next((i[0] for i in ids[first + settings.buffer:] if len(i)), None)
+        ids = sequences.figures_tracked(truth, gap, settings)
+        before = next((i[figure] for i in ids[:first][::-1] if figure in i), None)
+        after = next((i[figure] for i in ids[first + settings.buffer:] if figure in i), None)
         kept[figure] = before is not None and before == after
     return kept
 
@@ -210,6 +227,9 @@ def simulated_rows(noise: sequences.DetectionNoise, args: argparse.Namespace) ->
     crossing sequences, --repeats noise draws each."""
     truths = [sequences.render_tracks(sequences.SequenceSpec(seed=seed, cross_seconds=args.cross_seconds))
               for seed in range(args.sequences)]
+    # Gaps of --track-buffer frames need room around them: the walkers at half the speed, twice the frames.
+    slow_truths = [sequences.render_tracks(sequences.SequenceSpec(seed=seed, cross_seconds=2 * args.cross_seconds))
+                   for seed in range(args.sequences)]
     rows = []
     for min_cutoff, beta in GRID:
         settings = tracking.TrackerSettings(buffer=args.track_buffer, smooth=True, min_cutoff=min_cutoff, beta=beta)
@@ -219,6 +239,7 @@ def simulated_rows(noise: sequences.DetectionNoise, args: argparse.Namespace) ->
                 simulated = sequences.simulated_detections(truth, noise, draw)
                 scores.append(sequences.score_tracking(truth, [d for d, _ in simulated], [f for _, f in simulated],
                                                        settings))
+        for truth in slow_truths:
             gaps.extend(gap_kept(truth, noise, settings, 0).values())
         rows.append(summary(scores, min_cutoff=min_cutoff, beta=beta, gap_kept=f"{sum(gaps)}/{len(gaps)}"))
     return rows
@@ -236,10 +257,13 @@ def summary(scores: list[sequences.TrackingScore], **extra: Any) -> dict[str, An
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.tracking", description=__doc__.split("\n\n")[0],
-                                     epilog=__doc__.split("\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
+                                     epilog=__doc__.split("\n", 1)[1],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--weights", default=None, help="a checkpoint: measure its noise on the sequences "
                                                         "(default: use sequences.DetectionNoise())")
     parser.add_argument("--device", default="cpu", help="for --weights")
+    parser.add_argument("--score-thresh", type=utils.probability, default=0.5,
+                        help="for --weights: detect.py's --score-thresh (make demo's tracked video uses 0.8)")
     parser.add_argument("--sequences", type=utils.positive_int, default=3, help="crossing sequences (seeds 0, 1, ...)")
     parser.add_argument("--repeats", type=utils.positive_int, default=5, help="noise draws per sequence")
     parser.add_argument("--cross-seconds", type=utils.positive_float, default=2.0,
@@ -258,10 +282,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         noise = sequences.DetectionNoise()
         if args.weights:
             with tempfile.TemporaryDirectory() as tmp:
-                runs = model_runs(args.weights, args.sequences, args.device, Path(tmp))
+                runs = model_runs(args.weights, args.sequences, args.device, Path(tmp), args.score_thresh)
             noise = measured_noise(runs, kp_thresh=2.0)
             settings = tracking.TrackerSettings(buffer=args.track_buffer, smooth=True)
-            model_scores = [sequences.score_tracking(truth, found, figures, settings) for truth, found, figures in runs]
+            model_scores = [sequences.score_tracking(truth, found, None, settings) for truth, found, _ in runs]
             report["model_tracking"] = summary(model_scores)
             print(f"the model's noise: {noise}\nthe tracker on the model's detections: {report['model_tracking']}")
         report["noise"] = asdict(noise)
