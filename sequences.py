@@ -206,13 +206,13 @@ class DetectionNoise:
     `joint_miss`, a covered one (v=1) above it with `covered_found`; `false_positives` spurious
     persons a frame on average, each over part of someone (or them and more), its pose theirs but
     a tenth of their height astray. docs/tracking.md: where the defaults were measured."""
-    keypoint_jitter: float = 0.0071
-    keypoint_bias: float = 0.0254
-    box_jitter: float = 0.0213
-    person_miss: float = 0.0938
-    joint_miss: float = 0.0517
-    covered_found: float = 0.9595
-    false_positives: float = 0.3281
+    keypoint_jitter: float = 0.0072
+    keypoint_bias: float = 0.0275
+    box_jitter: float = 0.0209
+    person_miss: float = 0.1088
+    joint_miss: float = 0.0562
+    covered_found: float = 0.9516
+    false_positives: float = 0.3163
 
 
 def simulated_detections(tracks: dict[str, Any], noise: DetectionNoise, seed: int = 0,

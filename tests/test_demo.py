@@ -15,7 +15,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = {"DEMO_IMAGES": "4", "DEMO_VAL_IMAGES": "2", "DEMO_EPOCHS": "1", "DEMO_BATCH": "2",
-        "DEMO_SIZE": "64", "DEMO_MAX_SIZE": "96", "DEMO_WARMUP": "1", "DEMO_SEQUENCE": "--size 192x108 --frames 4"}
+        "DEMO_SIZE": "64", "DEMO_MAX_SIZE": "96", "DEMO_WARMUP": "1",
+        "DEMO_SEQUENCE": "--size 192x108 --frames 4"}
 
 
 def make_demo(out: Path, **variables: str) -> subprocess.CompletedProcess:
