@@ -19,6 +19,9 @@ Usage:
     python detect.py --file photos/ --no-show          # every image and video in a folder
     python detect.py --file "photos/**/*.jpg"          # a glob pattern (quoted)
     python detect.py --weights coco --boxes --score-thresh 0.5
+    python detect.py --camera 0 --track                # ids that stay with each person, joints smoothed
+    python detect.py --file clip.mp4 --track --smooth --save-json   # track_id per person in clip.json
+    python detect.py --file frames/ --track --frame-rate 25         # a folder of frames as one sequence
 
 JSON (`--save-json`), per image: {"source", "width", "height", "persons": [person, ...]}; per
 video or stream: {"source", "width", "height", "fps", "frames": [{"frame", "persons"}, ...]}
@@ -27,7 +30,9 @@ person is {"bbox": [x, y, w, h], "score", "keypoints": K x [x, y, v], "keypoint_
 with v = 1 where the keypoint's score passes --kp-thresh (the keypoints drawn), else 0. K and the
 skeleton drawn are the model's keypoint set, as recorded in its checkpoint (COCO's 17 for
 torchvision's weights). An image's JSON also says "exif_orientation": images are read as
-test.py and train.py read them, EXIF orientation not applied (images.py says why).
+test.py and train.py read them, EXIF orientation not applied (images.py says why). With --track
+a person also has "track_id" (tracking.py), the same number for the same person in every frame of
+a video, a stream or a folder's images; with smoothing on, "bbox" and "keypoints" are the smoothed ones.
 
 Every kind of input is one media.Source and goes through one loop (`run_sources`): detect and
 draw (`Detector`), then the source's `Sink` writes the annotated image or video and its JSON.
@@ -49,6 +54,7 @@ import draw
 import models
 import precision
 import runs
+import tracking
 import utils
 from images import EXIF_ORIENTATION
 from keypoints import KeypointSet
@@ -108,9 +114,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                           "exists; without one --show warns and goes on)")
     out.add_argument("--max-frames", type=utils.nonnegative_int, default=0,
                      help="stop each video or stream after this many processed frames (0: no limit)")
+    tracking.add_tracking_flags(parser)
     args = parser.parse_args(argv)
     if args.file is None and args.camera is None:
         args.camera = "0"
+    tracking.check_tracking_flags(parser, args, live=args.camera is not None)
     return args
 
 
@@ -162,16 +170,24 @@ class Detector:
     def detect(self, frame: np.ndarray) -> dict[str, np.ndarray]:
         return detect_frame(self.model, frame, self.device, self.precision)
 
-    def __call__(self, frame: np.ndarray) -> tuple[dict[str, np.ndarray], float]:
-        """The one per-frame path of images, videos and live: detect, then draw in place.
-        Returns (detections, seconds the model took)."""
+    def __call__(self, frame: np.ndarray, tracker: tracking.Tracker | None = None,
+                 time_s: float = 0.0) -> tuple[dict[str, np.ndarray], float]:
+        """The one per-frame path of images, videos and live: detect, track (with the source's
+        `tracker`, `time_s` the frame's time), then draw in place. Returns (detections, seconds
+        the model took)."""
         start = time.perf_counter()
         detections = self.detect(frame)
         model_s = time.perf_counter() - start
+        if tracker is not None:
+            detections = tracker.update(detections, time_s, frame.shape[1])
         # The model already dropped persons below --score-thresh (load_detector), so all are drawn.
         draw.draw_poses(frame, detections["boxes"], detections["scores"], detections["keypoints"],
-                        detections["keypoint_scores"], kp_thresh=self.kp_thresh, draw_boxes=self.draw_boxes,
-                        line_width=self.line_width, keypoint_set=self.keypoint_set)
+                        detections["keypoint_scores"], kp_thresh=self.kp_thresh,
+                        draw_boxes=self.draw_boxes and tracker is None, line_width=self.line_width,
+                        keypoint_set=self.keypoint_set)
+        if tracker is not None:
+            draw.draw_track_ids(frame, detections["boxes"], detections["track_ids"],
+                                detections["scores"] if self.draw_boxes else None, self.line_width)
         return detections, model_s
 
 
@@ -215,12 +231,14 @@ def detect_frame(model: torch.nn.Module, frame_bgr: np.ndarray, device: torch.de
 
 
 def persons_json(detections: dict[str, np.ndarray], kp_thresh: float) -> list[dict[str, Any]]:
-    """COCO-style persons: bbox as x, y, w, h; keypoints as K x [x, y, v], v = 1 when drawn."""
+    """COCO-style persons: bbox as x, y, w, h; keypoints as K x [x, y, v], v = 1 when drawn; and
+    track_id when tracking."""
     persons = []
-    for box, score, points, point_scores in zip(detections["boxes"], detections["scores"],
-                                                detections["keypoints"], detections["keypoint_scores"]):
+    for i, (box, score, points, point_scores) in enumerate(zip(detections["boxes"], detections["scores"],
+                                                               detections["keypoints"], detections["keypoint_scores"])):
         x1, y1, x2, y2 = (float(v) for v in box)
         persons.append({
+            **({"track_id": int(detections["track_ids"][i])} if "track_ids" in detections else {}),
             "bbox": [round(x1, 2), round(y1, 2), round(x2 - x1, 2), round(y2 - y1, 2)],
             "score": round(float(score), 4),
             "keypoints": [[round(float(x), 2), round(float(y), 2), int(s >= kp_thresh)]
@@ -277,8 +295,11 @@ def run_sources(detector: Detector, sources: Iterable[Source], args: argparse.Na
     kind. q, Esc or closing the window stops everything; --max-frames ends each video or stream."""
     done = {"image": 0, "video": 0, "live": 0}
     taken: set[Path] = set()  # what this run wrote: x.jpg and x.png must not share x.json
+    image_tracker = tracking.tracker_for(args, detector.keypoint_set, live=False)  # a folder's images: one sequence
     for source in sources:
         sink = Sink(source, args, detector.keypoint_set, taken)
+        tracker = image_tracker if source.kind == "image" else \
+            tracking.tracker_for(args, detector.keypoint_set, live=source.kind == "live")
         speed, keep_going = Speed(), True
         bar = tqdm(total=min(filter(None, (source.total, args.max_frames)), default=None), desc=Path(source.name).name,
                    unit="frame", dynamic_ncols=True) if source.kind == "video" else None
@@ -286,7 +307,8 @@ def run_sources(detector: Detector, sources: Iterable[Source], args: argparse.Na
             print(f"live from {source.name}: " + ("q or Esc in the window" if window else "Ctrl-C") + " stops")
         try:
             for index, frame in source.frames:
-                detections, model_s = detector(frame)
+                time_s = done["image"] / tracking.frame_rate(args) if source.kind == "image" else index / source.fps
+                detections, model_s = detector(frame, tracker, time_s)
                 seconds = speed.update(model_s)
                 if source.kind == "live":
                     draw_speed(frame, speed.fps, speed.model_ms)

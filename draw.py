@@ -7,6 +7,7 @@ left/right in the name, the limb from the joints' parts (COCO's parts have their
 """
 from __future__ import annotations
 
+import colorsys
 from functools import lru_cache
 from pathlib import Path
 
@@ -165,12 +166,42 @@ def draw_poses(
         if draw_boxes:
             p1, p2 = (int(round(x1)), int(round(y1))), (int(round(x2)), int(round(y2)))
             cv2.rectangle(image, p1, p2, BOX_COLOR, max(1, thickness // 2), cv2.LINE_AA)
-            label = f"{float(scores[i]):.2f}"
-            (tw, th), baseline = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, font_scale, font_thickness)
-            y_text = max(th + baseline, p1[1])
-            cv2.rectangle(image, (p1[0], y_text - th - baseline), (p1[0] + tw + 2, y_text), BOX_COLOR, -1)
-            cv2.putText(image, label, (p1[0] + 1, y_text - baseline), cv2.FONT_HERSHEY_SIMPLEX, font_scale,
-                        (0, 0, 0), font_thickness, cv2.LINE_AA)
+            _label(image, f"{float(scores[i]):.2f}", p1, BOX_COLOR, font_scale, font_thickness)
+    return image
+
+
+def _label(image: np.ndarray, text: str, corner: tuple[int, int], color: tuple[int, int, int], font_scale: float,
+           font_thickness: int) -> None:
+    """`text` on a patch of `color` just above `corner` (inside the image), in black or white, whichever reads."""
+    (tw, th), baseline = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, font_scale, font_thickness)
+    y_text = max(th + baseline, corner[1])
+    cv2.rectangle(image, (corner[0], y_text - th - baseline), (corner[0] + tw + 2, y_text), color, -1)
+    ink = (0, 0, 0) if 0.114 * color[0] + 0.587 * color[1] + 0.299 * color[2] > 128 else (255, 255, 255)
+    cv2.putText(image, text, (corner[0] + 1, y_text - baseline), cv2.FONT_HERSHEY_SIMPLEX, font_scale, ink,
+                font_thickness, cv2.LINE_AA)
+
+
+def track_color(track_id: int) -> tuple[int, int, int]:
+    """A BGR colour of a track id's own: hues a golden ratio of the circle apart, so that ids close
+    in number, which are often people close in the frame, differ most."""
+    red, green, blue = colorsys.hsv_to_rgb((int(track_id) * 0.618033988749895) % 1.0, 0.8, 1.0)
+    return round(blue * 255), round(green * 255), round(red * 255)
+
+
+def draw_track_ids(image: np.ndarray, boxes: np.ndarray, track_ids: np.ndarray, scores: np.ndarray | None = None,
+                   line_width: int | None = None) -> np.ndarray:
+    """Each person's box and id (`#3`, and the score when `scores` are given) in the id's own
+    colour, in place on a BGR uint8 image, over the skeletons of draw_poses; returns the image."""
+    h, w = image.shape[:2]
+    base = line_width or max(1, round(min(h, w) / 160))
+    font_scale = max(0.4, min(h, w) / 1000)
+    for i, track_id in enumerate(np.asarray(track_ids).tolist()):
+        x1, y1, x2, y2 = (int(round(float(v))) for v in boxes[i][:4])
+        color = track_color(track_id)
+        thickness = max(1, min(base, round(max(x2 - x1, y2 - y1) / 40)))
+        cv2.rectangle(image, (x1, y1), (x2, y2), color, max(1, thickness // 2), cv2.LINE_AA)
+        text = f"#{track_id}" + ("" if scores is None else f" {float(scores[i]):.2f}")
+        _label(image, text, (x1, y1), color, font_scale, max(1, round(font_scale * 2)))
     return image
 
 

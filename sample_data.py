@@ -108,14 +108,14 @@ def _pose_angles(rng: np.random.Generator, pose: str) -> dict[str, Any]:
     return {"arms": arms, "legs": legs, "lean": lean, "thigh_scale": thigh_scale, "seat": seat}
 
 
-def _figure(rng: np.random.Generator) -> dict[str, Any]:
-    """A random person in body units (height 1, hip centre at the origin, y down).
+def _figure(rng: np.random.Generator, pose: str | None = None) -> dict[str, Any]:
+    """A random person in body units (height 1, hip centre at the origin, y down), in `pose` or a random one.
 
     Returns the 17 keypoints, per-keypoint visibility (0 for face parts the view hides) and the
     drawing parts, back to front.
     """
     names = list(_POSES)
-    pose = names[int(rng.choice(len(names), p=[_POSES[n][0] for n in names]))]
+    pose = pose or names[int(rng.choice(len(names), p=[_POSES[n][0] for n in names]))]
     views = _POSES[pose][1]
     view = views[int(rng.integers(len(views)))]
     ang = _pose_angles(rng, pose)
@@ -426,10 +426,14 @@ def _sample_image(rng: np.random.Generator, style: SampleStyle = SampleStyle()) 
         if ann is not None:
             anns.append(ann)
 
-    # Soften the hard drawn edges, then add sensor-like noise.
+    return _as_photographed(image, rng), anns
+
+
+def _as_photographed(image: Image.Image, rng: np.random.Generator) -> Image.Image:
+    """The hard drawn edges softened, then sensor-like noise added."""
     pixels = np.asarray(image.filter(ImageFilter.BoxBlur(0.7)), dtype=np.float32)
     pixels += rng.standard_normal(pixels.shape, dtype=np.float32) * rng.uniform(2, 7)
-    return Image.fromarray(pixels.clip(0, 255).astype(np.uint8)), anns
+    return Image.fromarray(pixels.clip(0, 255).astype(np.uint8))
 
 
 def _annotate(person: dict, labels: np.ndarray, width: int, height: int) -> dict | None:
@@ -454,6 +458,52 @@ def _annotate(person: dict, labels: np.ndarray, width: int, height: int) -> dict
     return {"category_id": PERSON_ID, "bbox": [float(x0), float(y0), float(x1 - x0), float(y1 - y0)],
             "area": float(area), "iscrowd": 0, "keypoints": keypoints, "num_keypoints": num,
             "segmentation": []}
+
+
+# --------------------------------------------------------------------------------------
+# Scenes of chosen people, drawn again and again: sequences.py's moving figures
+# --------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Figure:
+    """One person as the sample images draw them: the pose in body units and the colours."""
+    body: dict[str, Any]
+    colors: dict[str, tuple[int, int, int]]
+
+    @property
+    def facing(self) -> float:
+        """1 for a side view facing right, -1 facing left, 0 for a front or back view."""
+        return float(self.body["face"])
+
+    def keypoints(self, height: float, hips: Sequence[float]) -> np.ndarray:
+        """The 17 keypoints (x, y) in pixels of the figure drawn `height` pixels tall, hip centre at `hips`."""
+        return self.body["kp"] * height + np.asarray(hips, dtype=float)
+
+
+def random_figure(rng: np.random.Generator, pose: str | None = None) -> Figure:
+    """A random person, in `pose` (stand, walk, run, wave, ...: the sample set's poses) or a random pose."""
+    if pose is not None and pose not in _POSES:
+        raise DatasetError(f"unknown pose {pose!r}; one of {', '.join(_POSES)}")
+    return Figure(_figure(rng, pose), _palette(rng))
+
+
+def random_background(rng: np.random.Generator, width: int, height: int) -> tuple[Image.Image, float]:
+    """A sample image's background (sky or wall over the ground, clutter) and its horizon's y."""
+    return _background(rng, width, height)
+
+
+def draw_scene(background: Image.Image, people: Sequence[tuple[Figure, float, Sequence[float]]],
+               rng: np.random.Generator) -> tuple[Image.Image, list[dict | None]]:
+    """(image, annotations): `people` (figure, height in pixels, hip centre) drawn in order, later ones in front,
+    on a copy of `background`, noised by `rng` like a sample image; their COCO annotations (None: not in view)."""
+    image = background.copy()
+    painter = _Painter(image)
+    drawn = []
+    for label, (figure, height, hips) in enumerate(people, start=1):
+        origin = np.asarray(hips, dtype=float)
+        drawn.append({"fig": figure.body, "scale": height, "origin": origin, "label": label,
+                      "extent": _draw_figure(painter, figure.body, height, origin, figure.colors, label)})
+    labels = np.asarray(painter.labels)
+    return _as_photographed(image, rng), [_annotate(p, labels, image.width, image.height) for p in drawn]
 
 
 # Written into the annotation files' "info", so that an earlier sample set is known as one.

@@ -4,8 +4,9 @@ Rows (every one a median over --repeats timed runs after --warmup untimed ones; 
 time / the baseline's time, measured in this same run, so lower is better):
   detect      per frame, end to end (read the file, model, draw): detect.py's path against the
               original project's path (PIL -> ToTensor -> model at its default box score threshold
-              0.05 -> matplotlib), same frames, same weights, same resolution; then the model alone
-              and our pipeline overhead (everything but the model) as a fraction of the model time.
+              0.05 -> matplotlib), same frames, same weights, same resolution; then the model alone,
+              our pipeline overhead (everything but the model) as a fraction of the model time, and
+              the cost a frame of --track --smooth for 10 persons against it (benchmarks/tracking.py).
   resolution  our path at --sizes (800 / 640 / 480), each against the largest.
   option      the speed settings, model only: channels_last, BatchNorm folding, fewer RPN
               proposals, float16 and cudnn.benchmark (CUDA), torch.compile (--compile); the
@@ -68,6 +69,7 @@ from precision import cpu_has_fast_bf16, precision_arg, resolve as resolve_preci
 from benchmarks.data import DISPLAY_THRESH, benchmark_frames, random_weights, resolve_data_root, synthetic_detections
 from benchmarks.precision_rows import precision_rows
 from benchmarks.timing import HEADER, Row, Table, compared, describe_device, fmt_time, measure, model_only, sync
+from benchmarks.tracking import tracking_row
 from utils import coco_paths
 
 REPO = Path(__file__).resolve().parents[1]
@@ -252,6 +254,7 @@ def detect_rows(table: Table, args: argparse.Namespace, device: torch.device, we
                   frames, read_image(frames[0]).to(device).float().div_(255))
     if "detect" in groups:
         end_to_end_rows(table, args, device, d)
+        tracking_row(table, args, next(row for row in table.rows if row.name == "detect: model only"))
     if "resolution" in groups:
         resolution_rows(table, args, device, d)
     if "option" in groups:

@@ -17,7 +17,7 @@ TINY = ["--device", "cpu", "--threads", "1", "--repeats", "1", "--warmup", "0",
         "--sizes", "128", "96", "--frames", "1", "--data-items", "2", "--proposals", "100", "--fewer-proposals", "30",
         "--train-backbone", "resnet18", "--train-size", "96", "--train-keypoint-head", "32x2",
         "--train-batch", "1", "--train-rois", "32", "--eval-detections", "3"]
-ROWS = ["detect: frame, end to end", "detect: model only", "detect: pipeline overhead",
+ROWS = ["detect: frame, end to end", "detect: model only", "detect: pipeline overhead", "detect: tracking and smoothing",
         "resolution: min_size 128", "resolution: min_size 96", "option: channels_last",
         "option: BatchNorm folded into convs", "option: fewer RPN proposals",
         "precision: bf16 NCHW", "precision: fp32 channels_last", "precision: bf16 channels_last",

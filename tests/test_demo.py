@@ -1,6 +1,7 @@
 """`make demo` itself, at a tiny size: the same Makefile commands, smaller variables.
 
-This checks the wiring (data step -> train.py -> test.py -> detect.py -> summary), not the AP:
+This checks the wiring (data step -> train.py -> test.py -> detect.py -> the tracked synthetic video
+-> summary), not the AP:
 the full-size demo's numbers are in docs/demo.md.
 """
 from __future__ import annotations
@@ -16,7 +17,8 @@ import coco_analyze
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = {"DEMO_IMAGES": "4", "DEMO_VAL_IMAGES": "2", "DEMO_EPOCHS": "1", "DEMO_BATCH": "2",
-        "DEMO_SIZE": "64", "DEMO_MAX_SIZE": "96", "DEMO_WARMUP": "1"}
+        "DEMO_SIZE": "64", "DEMO_MAX_SIZE": "96", "DEMO_WARMUP": "1",
+        "DEMO_SEQUENCE": "--size 192x108 --frames 4"}
 
 
 def make_demo(out: Path, **variables: str) -> subprocess.CompletedProcess:
@@ -52,6 +54,11 @@ def test_make_demo_runs_end_to_end(demo_run):
         assert (out / name).is_file(), name
         assert str(out / name) in run.stdout
     assert str(out / "detect") in run.stdout
+    # The tracked video of the synthetic walkers, with a track id for every person in its JSON.
+    tracked = json.loads((out / "tracked" / "sequence.json").read_text())
+    assert len(tracked["frames"]) == 4 and (out / "tracked" / "sequence.mp4").is_file()
+    assert all("track_id" in p for f in tracked["frames"] for p in f["persons"])
+    assert str(out / "tracked" / "sequence.mp4") in run.stdout
 
 
 def test_make_demo_refuses_data_folders_it_did_not_write(demo_run, tmp_path):

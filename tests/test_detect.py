@@ -23,6 +23,7 @@ from PIL import Image
 import detect
 import images
 import media
+import sequences
 import models
 import utils
 
@@ -363,7 +364,8 @@ def test_help_names_every_flag(capsys):
     text = help_text(detect.parse_args, capsys)
     for flag in ("--file", "--camera", "--weights", "--output", "--save-json", "--show", "--no-show",
                  "--score-thresh", "--kp-thresh", "--min-size", "--device", "--max-frames", "--half",
-                 "--backbone", "--max-size", "--max-persons", "--boxes", "--line-width"):
+                 "--backbone", "--max-size", "--max-persons", "--boxes", "--line-width", "--track",
+                 "--track-buffer", "--smooth", "--smooth-min-cutoff", "--smooth-beta", "--frame-rate"):
         assert flag in text, flag
     assert "logits" in text  # --kp-thresh explains its scale
 
@@ -386,3 +388,33 @@ def test_detect_frame_returns_numpy_and_respects_the_score_threshold(tiny_checkp
     model.roi_heads.score_thresh = 0.999
     none = detect.detect_frame(model, frame, torch.device("cpu"))
     assert none["keypoints"].shape == (0, 17, 3) and none["boxes"].shape == (0, 4)
+
+
+# --------------------------------------------------------------------------------------
+# --track
+# --------------------------------------------------------------------------------------
+def test_track_on_a_synthetic_video_and_a_folder_of_frames(tiny_checkpoint, tmp_path, capsys):
+    video = sequences.write_sequence(tmp_path / "video", sequences.SequenceSpec(192, 108, frames=5))
+    frames = sequences.write_sequence(tmp_path / "frames", sequences.SequenceSpec(192, 108, frames=4),
+                                      frames_folder=True)
+    out = tmp_path / "out"
+    detect.main(["--weights", str(tiny_checkpoint), "--file", str(video), "--output", str(out), "--save-json",
+                 "--no-show", "--track", "--smooth", *FAST])
+    result = json.loads((out / "sequence.json").read_text())
+    assert [f["frame"] for f in result["frames"]] == list(range(5))
+    ids = [[p["track_id"] for p in f["persons"]] for f in result["frames"]]
+    assert sum(map(len, ids)) > 0 and all(len(set(i)) == len(i) for i in ids)  # one person, one id, per frame
+    assert all(isinstance(i, int) and i >= 1 for frame in ids for i in frame)
+    assert ids[0] == list(range(1, len(ids[0]) + 1))  # numbered from 1 in the first frame
+    for frame in result["frames"]:
+        for person in frame["persons"]:
+            check_person({k: v for k, v in person.items() if k != "track_id"}, 0.5, 2.0)
+    detect.main(["--weights", str(tiny_checkpoint), "--file", str(frames), "--output", str(out / "f"),
+                 "--save-json", "--no-show", "--track", *FAST])
+    per_image = [json.loads((out / "f" / f"{i:06d}.json").read_text()) for i in range(4)]
+    assert all("track_id" in p for image in per_image for p in image["persons"])
+    assert sum(len(image["persons"]) for image in per_image) > 0
+    detect.main(["--weights", str(tiny_checkpoint), "--file", str(frames), "--output", str(out / "plain"),
+                 "--save-json", "--no-show", *FAST])
+    assert not any("track_id" in p for i in range(4)
+                   for p in json.loads((out / "plain" / f"{i:06d}.json").read_text())["persons"])

@@ -167,3 +167,27 @@ def test_error_example_puts_ground_truth_beside_ringed_detections():
     x, y = detected[5, :2].astype(int)
     assert tuple(out[band + y, 160 + x + radius]) == draw.ERROR_RINGS["inversion"]
     assert np.array_equal(image, np.full_like(image, 255))  # drawn on copies
+
+
+def test_track_ids_in_their_own_colours_over_unchanged_limbs():
+    colors = [draw.track_color(i) for i in range(1, 21)]
+    assert len(set(colors)) == 20
+    # Neighbouring ids are far apart in colour.
+    assert min(np.abs(np.subtract(a, b)).max() for a, b in zip(colors, colors[1:])) > 60
+    size, s = 480, 2.4
+    points = pose(size / 2, s)
+    box = np.array([[40, 10, 160, 190]], float) * s
+    image = np.zeros((size, size, 3), np.uint8)
+    draw.draw_poses(image, box, np.array([0.95]), points[None], draw_boxes=False)
+    limbs = image.copy()
+    draw.draw_track_ids(image, box, np.array([7]))
+    x1, y1, x2, y2 = box[0].astype(int)
+    side = image[(y1 + y2) // 2, x1].astype(int)
+    assert np.abs(side - draw.track_color(7)).max() <= 40  # the box in the id's colour (anti-aliased)
+    label = image[y1 - 8:y1, x1:x1 + 30].reshape(-1, 3)
+    assert (np.abs(label.astype(int) - draw.track_color(7)).max(axis=1) <= 10).sum() > 50  # its label patch
+    inside = (slice(y1 + 5, y2 - 5), slice(x1 + 5, x2 - 5))
+    assert np.array_equal(image[inside], limbs[inside])  # the limbs keep their left/right colours
+    with_score = np.zeros((size, size, 3), np.uint8)
+    draw.draw_track_ids(with_score, box, np.array([7]), scores=np.array([0.93]))
+    assert (with_score[:y1, x1:] != 0).any(axis=2).sum() > (image[:y1, x1:] != limbs[:y1, x1:]).any(axis=2).sum()
