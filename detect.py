@@ -44,6 +44,7 @@ from tqdm import tqdm
 import draw
 import keypoints
 import models
+import roi_align
 import runs
 import utils
 from media import (STREAM_TIMEOUT_S, LatestFrame, Window, decide_show, is_url, list_files, open_stream, open_video,
@@ -81,9 +82,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                       help="persons with a lower score (0-1) are dropped before the keypoint head runs")
     draw.add_argument("--max-persons", type=utils.positive_int, default=100,
                       help="keep at most this many persons per frame, the surest ones (fewer is faster in crowds)")
-    model.add_argument("--proposals", type=utils.positive_int, default=1000,
-                       help="RPN proposals the box head scores per frame; fewer is faster (300: ~10%% less model "
-                            "time on a CPU) but may miss persons in crowds")
     draw.add_argument("--kp-thresh", type=utils.threshold, default=2.0,
                       help="keypoints with a lower score are not drawn, nor their limbs. Keypoint scores are "
                            "heatmap logits, not probabilities: with torchvision's COCO weights visible joints "
@@ -155,7 +153,8 @@ def load_detector(args: argparse.Namespace, device: torch.device, precision: str
     # BatchNorm folded, channels_last on a CPU, keypoint_decode's RoIHeads (float32 coordinates).
     models.prepare_for_inference(model, device)
     print(f"model: {config['backbone']}, images resized to {config['min_size'][0]} (max {config['max_size']}); "
-          f"device {device}, {utils.describe_precision(precision, device, spec)}; {args.keypoint_set.describe()}")
+          f"device {device}, {utils.describe_precision(precision, device, spec)}{roi_align.fallback_note()}; "
+          f"{args.keypoint_set.describe()}")
     return model
 
 

@@ -23,6 +23,8 @@ import torch
 from torchvision.models.detection.roi_heads import RoIHeads
 from torchvision.models.detection.roi_heads import heatmaps_to_keypoints as tv_heatmaps_to_keypoints
 
+from roi_align import pool_ready
+
 # One batch of persons holds about this many float32 values of cell bounds (64 MiB).
 MAX_VALUES_PER_BATCH = 16 * 1024 * 1024
 # Boxes at least this large (in the model's pixels) are decoded by the cell bounds; smaller ones
@@ -202,10 +204,10 @@ class KeypointRoIHeads(RoIHeads):
         if self.training or not self.has_keypoint() or self.has_mask():
             return super().forward(features, proposals, image_shapes, targets)
         # torchvision's inference path (RoIHeads.forward, eval mode), step for step, except that
-        # the feature maps become what roi_align computes on (float32, NCHW) once, not once per
-        # RoI pool: under a bfloat16 autocast or with channels_last, each pool would copy them.
-        pooled = set(self.box_roi_pool.featmap_names) | set(self.keypoint_roi_pool.featmap_names)
-        features = {k: v.float().contiguous() if k in pooled else v for k, v in features.items()}
+        # the feature maps become what the RoI pools compute on once, not once per pool: as they
+        # are for roi_align's kernel, float32 NCHW for torchvision's op (which would copy them
+        # in each pool under a bfloat16 autocast or with channels_last).
+        features = pool_ready(features, (self.box_roi_pool, self.keypoint_roi_pool))
         box_features = self.box_head(self.box_roi_pool(features, proposals, image_shapes))
         class_logits, box_regression = self.box_predictor(box_features)
         boxes, scores, labels = self.postprocess_detections(class_logits, box_regression, proposals, image_shapes)

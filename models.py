@@ -31,9 +31,10 @@ from torchvision.models.resnet import BasicBlock, Bottleneck
 from torchvision.ops import FrozenBatchNorm2d, MultiScaleRoIAlign, misc
 from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork, LastLevelMaxPool
 
+import roi_align
 from keypoint_decode import use_fast_keypoint_decoding
 from keypoints import COCO17, KeypointSet, check_same
-from utils import NUM_KEYPOINTS, UserError, image_side, precision_arg
+from utils import NUM_KEYPOINTS, UserError, image_side, positive_int, precision_arg
 
 # Our checkpoints' final-weights name; the regex finds them again for test.py/detect.py defaults.
 WEIGHTS_NAME_PATTERN = re.compile(r"^e\d+_b\d+_lr[^_]+_m[^_]+\.pth$")
@@ -63,6 +64,12 @@ KEYPOINT_PREDICTOR = "roi_heads.keypoint_predictor."  # the weight names of the 
 # torchvision's FPN width, which the RPN and both heads take in; 128 or 64 make all of them
 # cheaper, about 2x faster CPU training of a ResNet-18 model at 160 px (docs/demo.md).
 DEFAULT_FPN_CHANNELS = 256
+
+
+# RPN proposals per image at inference (torchvision's rpn_post_nms_top_n_test), and what fewer cost
+# and gain (docs/performance.md).
+DEFAULT_PROPOSALS = 1000
+PROPOSALS_NOTE = "fewer is faster but may miss persons in crowds (docs/performance.md)"
 
 
 class WeightsError(UserError):
@@ -127,6 +134,10 @@ def build_model(
     from `weights` but the keypoint predictor, which starts afresh with `num_keypoints` outputs
     (fine-tuning to another keypoint set).
 
+    The RoI pools are `roi_align.FastMultiScaleRoIAlign`: torchvision's numbers, computed by the
+    numba kernel wherever no gradient is needed (test.py, detect.py and train.py's evaluation
+    alike), by torchvision's op in training.
+
     BatchNorm is frozen (torchvision's choice) when starting from pretrained weights, and
     trained when starting from scratch, where frozen identity statistics would not train.
     `keypoint_head` lists the conv widths of the keypoint head (default: torchvision's 8 x 512);
@@ -166,7 +177,7 @@ def build_model(
             raise _download_failed("torchvision's COCO Keypoint R-CNN weights", e) from None
         if new_keypoint_predictor or num_keypoints != NUM_KEYPOINTS:
             model.roi_heads.keypoint_predictor = KeypointRCNNPredictor(keypoint_head[-1], num_keypoints)
-        return model
+        return roi_align.install_fast_pools(model)
 
     model = _build_from_backbone(backbone, weights == "imagenet", norm_layer, trainable_layers, fpn_channels,
                                  **kwargs)
@@ -177,7 +188,7 @@ def build_model(
             state_dict = {k: v for k, v in state_dict.items() if not k.startswith(KEYPOINT_PREDICTOR)}
             state_dict.update({k: v for k, v in own.items() if k.startswith(KEYPOINT_PREDICTOR)})
         apply_state_dict(model, state_dict)
-    return model
+    return roi_align.install_fast_pools(model)
 
 
 def _build_from_backbone(backbone: str, imagenet: bool, norm_layer: type, trainable_layers: int,
@@ -496,7 +507,7 @@ def prepare_for_inference(model: torch.nn.Module, device: torch.device) -> torch
 
 
 def add_model_flags(group: argparse._ArgumentGroup, min_size_note: str = "") -> None:
-    """The --weights, --backbone, --min-size and --max-size flags of test.py and detect.py."""
+    """The --weights, --backbone, --min-size, --max-size and --proposals flags of test.py and detect.py."""
     group.add_argument("--weights", default=None,
                        help="our checkpoint, a raw torchvision state_dict (.pth), or 'coco' for torchvision's "
                             "COCO weights (default: the newest e*_b*_lr*_m*.pth in the current folder or in "
@@ -508,6 +519,9 @@ def add_model_flags(group: argparse._ArgumentGroup, min_size_note: str = "") -> 
                             "(default: the checkpoint's largest training size, else 800)")
     group.add_argument("--max-size", type=image_side, default=None,
                        help=f"longer image side cap (default: the checkpoint's, else {DEFAULT_MAX_SIZE})")
+    group.add_argument("--proposals", type=positive_int, default=DEFAULT_PROPOSALS,
+                       help=f"RPN proposals the box head scores per image (default: torchvision's {DEFAULT_PROPOSALS}); "
+                            f"{PROPOSALS_NOTE}")
 
 
 def add_precision_flag(group: argparse._ArgumentGroup, cuda_default: str) -> None:

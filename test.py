@@ -37,6 +37,7 @@ from torch.utils.data import Subset
 import coco_eval
 import keypoints
 import models
+import roi_align
 import runs
 import utils
 from dataset import CocoKeypoints, coco_paths, load_coco
@@ -113,7 +114,8 @@ def run(args: argparse.Namespace) -> dict[str, dict[str, float]]:
         weights, how = runs.resolve_weights(args.weights)
         if info.is_main:
             print(f"weights: {models.describe_weights(weights)}{how}")
-        model, config = models.load_model(weights, args.backbone, args.min_size, args.max_size)
+        model, config = models.load_model(weights, args.backbone, args.min_size, args.max_size,
+                                          rpn_post_nms_top_n_test=args.proposals)
         data_keypoints = (dataset.dataset if isinstance(dataset, Subset) else dataset).keypoint_set
         keypoints.check_same(keypoints.KeypointSet.from_config(config), data_keypoints, f"weights {weights} predict",
                              f"annotation file {ann_file}")
@@ -123,7 +125,7 @@ def run(args: argparse.Namespace) -> dict[str, dict[str, float]]:
             amp_note = " (--amp ignored: CUDA only)" if args.amp and device.type != "cuda" else ""
             print(f"model: {config['backbone']}, images resized to {config['min_size'][0]} "
                   f"(max {config['max_size']}); device {device}, {utils.describe_precision(precision, device, spec)}"
-                  f"{amp_note}" + (f", {info.world_size} processes" if info.distributed else ""))
+                  f"{amp_note}{roi_align.fallback_note()}" + (f", {info.world_size} processes" if info.distributed else ""))
             print(f"data: {len(dataset)} images from {image_dir} ({ann_file}), {data_keypoints.describe()}")
         metrics, results = coco_eval.evaluate_dataset(model, dataset, device, args.batch_size, args.workers,
                                                       precision=precision, verbose=info.is_main, desc="test",
