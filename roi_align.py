@@ -79,8 +79,8 @@ if numba is not None:
     def _widen_impl(value):
         if value == types.float32:
             return lambda value: value
-        if value == types.uint16:
-            return lambda value: _bits_to_float32(np.uint32(np.uint32(value) << np.uint32(16)))
+        if value == types.int16:  # bfloat16's bits (int16: torch < 2.3 has no uint16 view)
+            return lambda value: _bits_to_float32(np.uint32(np.uint32(np.uint16(value)) << np.uint32(16)))
         return None
 
     def _narrow(value, like):
@@ -90,12 +90,13 @@ if numba is not None:
     def _narrow_impl(value, like):
         if like == types.float32:
             return lambda value, like: value
-        if like == types.uint16:
-            def to_bfloat16(value, like):
+        if like == types.int16:
+            def to_bfloat16(value, like):  # rounded to nearest even, as PyTorch casts
                 if value != value:
-                    return np.uint16(0x7FC0)  # PyTorch's NaN
+                    return np.int16(0x7FC0)  # PyTorch's NaN
                 bits = np.uint64(_float32_to_bits(value))
-                return np.uint16((bits + ((bits >> np.uint64(16)) & np.uint64(1)) + np.uint64(0x7FFF)) >> np.uint64(16))
+                return np.int16(np.uint16((bits + ((bits >> np.uint64(16)) & np.uint64(1)) + np.uint64(0x7FFF))
+                                          >> np.uint64(16)))
             return to_bfloat16
         return None
 
@@ -114,9 +115,9 @@ if numba is not None:
 
     @numba.njit(parallel=True, cache=True)
     def _roi_align_kernel(features, rois, levels, scales, output, pooled_h, pooled_w, sampling_ratio, aligned):
-        """features: a tuple of (N, H, W, C) maps, one per level (float32, or bfloat16 as uint16);
+        """features: a tuple of (N, H, W, C) maps, one per level (float32, or bfloat16's bits as int16);
         rois: (K, 5) float32 batch index, x1, y1, x2, y2; levels: (K,) int64; scales: (L,) float32;
-        output: (K, C, pooled_h, pooled_w) float32 or uint16 (bfloat16), written in full."""
+        output: (K, C, pooled_h, pooled_w) float32 or int16 (bfloat16's bits), written in full."""
         offset = np.float32(0.5) if aligned else np.float32(0.0)
         bins = pooled_h * pooled_w
         for k in numba.prange(rois.shape[0]):
@@ -167,7 +168,7 @@ def _kernel_view(tensor: torch.Tensor) -> np.ndarray:
     """A (N, C, H, W) map as the kernel reads it: (N, H, W, C), float32 or bfloat16's raw bits.
     No copy for channels_last maps; NCHW ones are copied once."""
     nhwc = tensor.detach().permute(0, 2, 3, 1).contiguous()
-    return nhwc.view(torch.uint16).numpy() if nhwc.dtype == torch.bfloat16 else nhwc.numpy()
+    return nhwc.view(torch.int16).numpy() if nhwc.dtype == torch.bfloat16 else nhwc.numpy()
 
 
 def roi_align_levels(features: Sequence[torch.Tensor], rois: torch.Tensor, levels: torch.Tensor,
@@ -190,7 +191,7 @@ def roi_align_levels(features: Sequence[torch.Tensor], rois: torch.Tensor, level
     numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
     _roi_align_kernel(maps, rois.detach().float().contiguous().numpy(), levels.to(torch.int64).contiguous().numpy(),
                       np.asarray(scales, dtype=np.float32),
-                      output.view(torch.uint16).numpy() if dtype == torch.bfloat16 else output.numpy(),
+                      output.view(torch.int16).numpy() if dtype == torch.bfloat16 else output.numpy(),
                       int(output_size[0]), int(output_size[1]), int(sampling_ratio), bool(aligned))
     return output
 
