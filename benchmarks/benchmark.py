@@ -5,11 +5,14 @@ time / the baseline's time, measured in this same run, so lower is better):
   detect      per frame, end to end (read the file, model, draw): detect.py's path against the
               original project's path (PIL -> ToTensor -> model at its default box score threshold
               0.05 -> matplotlib), same frames, same weights, same resolution; then the model alone
-              and our pipeline overhead (everything but the model) as a fraction of the model time.
+              and our pipeline overhead (everything but the model) as a fraction of the model time;
+              then the live rows: the model alone as a webcam runs it, at --live-size px with
+              --live-persons persons, in each precision, against torchvision's float32 (benchmarks/live.py).
   resolution  our path at --sizes (800 / 640 / 480), each against the largest.
   option      the speed settings, model only: channels_last, BatchNorm folding, fewer RPN
               proposals, float16 and cudnn.benchmark (CUDA), torch.compile (--compile); the
-              precision rows (fp32/bf16 x NCHW/channels_last) and heatmap decoding (benchmarks/precision.py).
+              precision rows (fp32/bf16 x NCHW/channels_last), heatmap decoding (benchmarks/precision.py)
+              and roi_align's kernel against torchvision's RoIAlign op (benchmarks/live.py).
   data        dataset items (decode + target + flip): dataset.CocoKeypoints against PIL + ToTensor.
   train       one iteration of train.py's loop (train_one_epoch) against a plain loop doing the
               same thing (torchvision tutorial style), same model, batches and seeds; AMP vs fp32 on CUDA.
@@ -58,10 +61,12 @@ import coco_eval
 import detect
 import media
 import models
+import roi_align
 import train
 import utils
 from dataset import (CocoKeypoints, RandomHorizontalFlip, collate_fn, get_transforms, load_coco, read_image,
                      zero_invisible_keypoints)
+from benchmarks import live
 from benchmarks.data import DISPLAY_THRESH, benchmark_frames, random_weights, resolve_data_root, synthetic_detections
 from benchmarks.precision import decode_row, precision_rows
 from benchmarks.timing import HEADER, Row, Table, compared, describe_device, fmt_time, measure, model_only, sync
@@ -108,6 +113,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     g.add_argument("--frames", type=utils.positive_int, default=None, help="val images per detect run (default: 3, --quick 1)")
     g.add_argument("--proposals", type=utils.positive_int, default=1000,
                    help="RPN proposals per frame on both paths (default: torchvision's 1000)")
+    live.add_flags(g)
     g.add_argument("--fewer-proposals", type=utils.positive_int, default=300, help="the proposals of the 'fewer proposals' option row")
     g.add_argument("--boxes-at-005", type=utils.nonnegative_int, default=None, metavar="N",
                    help="random model: make N boxes pass 0.05 on the frames, i.e. reach the original's keypoint "
@@ -215,7 +221,7 @@ def load_detectors(weights: str, args: argparse.Namespace, device: torch.device,
     # torchvision's thresholds: box score 0.05, 100 detections.
     original, _ = models.load_model(weights, min_size=args.min_size, max_size=args.max_size,
                                    rpn_post_nms_top_n_test=args.proposals)
-    return ours, original.to(device), detect_args, precision
+    return ours, roi_align.install_torchvision_pools(original).to(device), detect_args, precision
 
 
 @dataclass
@@ -248,12 +254,14 @@ def detect_rows(table: Table, args: argparse.Namespace, device: torch.device, we
                   frames, read_image(frames[0]).to(device).float().div_(255))
     if "detect" in groups:
         end_to_end_rows(table, args, device, d)
+        live.live_rows(table, args, device, weights, frames)
     if "resolution" in groups:
         resolution_rows(table, args, device, d)
     if "option" in groups:
         option_rows(table, args, device, d)
         precision_rows(table, args, device, d.ours, d.image)
         decode_row(table, args, device, d.original, d.image, d.precision)
+        live.roi_align_row(table, args, device, d.ours, d.image, d.precision)
         if device.type == "cuda":
             cuda_option_rows(table, args, device, d)
         if args.compile:
@@ -311,7 +319,7 @@ def option_rows(table: Table, args: argparse.Namespace, device: torch.device, d:
                        f"model only; {used}"))
     del contiguous, cl
 
-    unfolded = copy.deepcopy(original)  # ours in every respect but the folding
+    unfolded = roi_align.install_fast_pools(copy.deepcopy(original))  # ours in every respect but the folding
     unfolded.roi_heads.score_thresh = ours.roi_heads.score_thresh
     unfolded.roi_heads.detections_per_img = ours.roi_heads.detections_per_img
     if ours_is_channels_last(ours):
