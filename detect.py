@@ -151,7 +151,7 @@ def load_detector(args: argparse.Namespace, device: torch.device, precision: str
                                       box_detections_per_img=args.max_persons)
     args.keypoint_set = keypoints.KeypointSet.from_config(config)
     # BatchNorm folded, channels_last on a CPU, keypoint_decode's RoIHeads (float32 coordinates).
-    models.prepare_for_inference(model, device)
+    models.prepare_for_inference(model, device, precision)
     print(f"model: {config['backbone']}, images resized to {config['min_size'][0]} (max {config['max_size']}); "
           f"device {device}, {utils.describe_precision(precision, device, spec)}{roi_align.fallback_note()}; "
           f"{args.keypoint_set.describe()}")

@@ -492,17 +492,36 @@ def fold_batchnorm(model: torch.nn.Module) -> int:
     return folded
 
 
-def prepare_for_inference(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
-    """test.py's and detect.py's model: eval mode, BatchNorm folded into the convolutions, on
-    `device`, channels_last weights on a CPU (oneDNN's fast layout, in float32 and bfloat16),
-    and keypoint_decode's RoIHeads (large persons' heatmaps decoded together; the box and
-    keypoint coordinates kept in float32 under an autocast). Each step keeps the outputs to float
-    rounding (tests/test_keypoint_decode.py, tests/test_models.py). Returns `model`."""
+# The layers a CPU bfloat16 autocast runs in bfloat16, casting their weights on every call.
+AUTOCAST_LOWERED = (torch.nn.Conv2d, torch.nn.ConvTranspose2d, torch.nn.Linear)
+
+
+def store_autocast_weights(model: torch.nn.Module, dtype: torch.dtype = torch.bfloat16) -> int:
+    """For inference under an autocast to `dtype` only: the weights and biases of the layers it
+    runs in `dtype` (convolutions, linear layers) stored in `dtype`, as autocast would cast them
+    on every call (about 60 M weights per frame for the R50-FPN model): the same numbers reach the
+    same kernels. Without that autocast the model no longer runs. Returns how many layers."""
+    layers = [m for m in model.modules() if isinstance(m, AUTOCAST_LOWERED)]
+    for layer in layers:
+        layer.to(dtype)
+    return len(layers)
+
+
+def prepare_for_inference(model: torch.nn.Module, device: torch.device, precision: str = "fp32") -> torch.nn.Module:
+    """test.py's and detect.py's model for `precision` (utils.select_precision's): eval mode,
+    BatchNorm folded into the convolutions, on `device`, channels_last weights on a CPU (oneDNN's
+    fast layout, in float32 and bfloat16), convolution and linear weights stored in bfloat16 for
+    a bfloat16 autocast on a CPU (`store_autocast_weights`), and keypoint_decode's RoIHeads (large
+    persons' heatmaps decoded together; the box and keypoint coordinates kept in float32 under an
+    autocast). Each step keeps the outputs to float rounding (tests/test_keypoint_decode.py,
+    tests/test_models.py). Returns `model`."""
     model.eval()
     fold_batchnorm(model)  # benchmark.py: ~1.1x on a CPU
     model.to(device)
     if device.type == "cpu":
         model.to(memory_format=torch.channels_last)  # faster in float32, more so in bfloat16 (benchmark.py)
+        if precision == "bf16":
+            store_autocast_weights(model)
     return use_fast_keypoint_decoding(model)
 
 

@@ -120,7 +120,7 @@ def run(args: argparse.Namespace) -> dict[str, dict[str, float]]:
         keypoints.check_same(keypoints.KeypointSet.from_config(config), data_keypoints, f"weights {weights} predict",
                              f"annotation file {ann_file}")
         coco_eval.oks_sigmas(data_keypoints, args.oks_sigmas, verbose=False)  # fails before predicting
-        models.prepare_for_inference(model, device)
+        models.prepare_for_inference(model, device, precision)
         if info.is_main:
             amp_note = " (--amp ignored: CUDA only)" if args.amp and device.type != "cuda" else ""
             print(f"model: {config['backbone']}, images resized to {config['min_size'][0]} "

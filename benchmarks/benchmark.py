@@ -143,21 +143,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 # --------------------------------------------------------------------------------------
-# Timing and memory
-# --------------------------------------------------------------------------------------
-
-
-# --------------------------------------------------------------------------------------
-# The table
-# --------------------------------------------------------------------------------------
-
-
-# --------------------------------------------------------------------------------------
-# Data and weights
-# --------------------------------------------------------------------------------------
-
-
-# --------------------------------------------------------------------------------------
 # detect: the original per-frame path (BASELINE) and ours
 # --------------------------------------------------------------------------------------
 class TimedModel:
@@ -324,6 +309,8 @@ def option_rows(table: Table, args: argparse.Namespace, device: torch.device, d:
     unfolded.roi_heads.detections_per_img = ours.roi_heads.detections_per_img
     if ours_is_channels_last(ours):
         unfolded.to(memory_format=torch.channels_last)
+    if d.precision == "bf16" and device.type == "cpu":
+        models.store_autocast_weights(unfolded)
     s = measure({"folded": model_only(ours, d.image, device, d.precision), "unfolded": model_only(unfolded, d.image, device, d.precision)}, args.repeats, args.warmup, device)
     table.add(compared("option", "option: BatchNorm folded into convs", s["folded"], s["unfolded"],
                        "BatchNorm layers kept", "model only; used by detect.py (models.fold_batchnorm)"))

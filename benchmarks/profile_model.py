@@ -103,8 +103,10 @@ def build(args: argparse.Namespace, config: str) -> tuple[torch.nn.Module, Stage
     models.fold_batchnorm(model)
     if layout == "cl":
         model.to(memory_format=torch.channels_last)
-    if fast:
+    if fast:  # detect.py's model (models.prepare_for_inference)
         keypoint_decode.use_fast_keypoint_decoding(model)
+        if precision == "bf16":
+            models.store_autocast_weights(model)
     else:
         roi_align.install_torchvision_pools(model)
     clock = StageClock()
