@@ -19,7 +19,8 @@ the baselines of benchmarks and tests.
 
 The kernel is compiled on first use (a few seconds per kind of input) and cached on disk
 (numba's `cache=True`: `__pycache__` beside this file, or numba's user cache directory where that
-is read-only; NUMBA_CACHE_DIR overrides both), so later runs load it in well under a second.
+is read-only; NUMBA_CACHE_DIR overrides both), so later runs load it in well under a second. Where
+no cache directory is writable at all, it is compiled in every process (docs/performance.md).
 """
 from __future__ import annotations
 
@@ -113,7 +114,6 @@ if numba is not None:
             return size - 1, size - 1, np.float32(0.0)
         return low, low + 1, pos - np.float32(low)
 
-    @numba.njit(parallel=True, cache=True)
     def _roi_align_kernel(features, rois, levels, scales, output, pooled_h, pooled_w, sampling_ratio, aligned):
         """features: a tuple of (N, H, W, C) maps, one per level (float32, or bfloat16's bits as int16);
         rois: (K, 5) float32 batch index, x1, y1, x2, y2; levels: (K,) int64; scales: (L,) float32;
@@ -162,6 +162,12 @@ if numba is not None:
             for b in range(bins):
                 for c in range(channels):
                     output[k, c, b // pooled_w, b % pooled_w] = _narrow(acc[b, c] / count, output[k, c, 0, 0])
+
+
+    try:
+        _roi_align_kernel = numba.njit(parallel=True, cache=True)(_roi_align_kernel)
+    except RuntimeError:  # no writable cache directory at all (numba's message: "no locator available")
+        _roi_align_kernel = numba.njit(parallel=True)(_roi_align_kernel)  # compiled in every process instead
 
 
 def _kernel_view(tensor: torch.Tensor) -> np.ndarray:
