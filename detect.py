@@ -53,6 +53,7 @@ from tqdm import tqdm
 import draw
 import models
 import precision
+import roi_align
 import runs
 import tracking
 import utils
@@ -92,9 +93,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                       help="persons with a lower score (0-1) are dropped before the keypoint head runs")
     drawing.add_argument("--max-persons", type=utils.positive_int, default=100,
                       help="keep at most this many persons per frame, the surest ones (fewer is faster in crowds)")
-    model.add_argument("--proposals", type=utils.positive_int, default=1000,
-                       help="RPN proposals the box head scores per frame; fewer is faster (300: ~10%% less model "
-                            "time on a CPU) but may miss persons in crowds")
     drawing.add_argument("--kp-thresh", type=utils.threshold, default=2.0,
                       help="keypoints with a lower score are not drawn, nor their limbs. Keypoint scores are "
                            "heatmap logits, not probabilities: with torchvision's COCO weights visible joints "
@@ -201,9 +199,9 @@ def load_detector(args: argparse.Namespace, device: torch.device, chosen: str = 
                                       rpn_post_nms_top_n_test=args.proposals, box_score_thresh=args.score_thresh,
                                       box_detections_per_img=args.max_persons)
     keypoint_set = KeypointSet.from_config(config)
-    models.prepare_for_inference(model, device)
+    models.prepare_for_inference(model, device, chosen)
     print(f"model: {config['backbone']}, images resized to {config['min_size'][0]} (max {config['max_size']}); "
-          f"device {device}, {precision_note}; {keypoint_set.describe()}")
+          f"device {device}, {precision_note}{roi_align.fallback_note()}; {keypoint_set.describe()}")
     return Detector(model, device, chosen, keypoint_set, args.kp_thresh, args.boxes, args.line_width or None)
 
 

@@ -32,8 +32,9 @@ from torchvision.models.resnet import BasicBlock, Bottleneck
 from torchvision.ops import FrozenBatchNorm2d, MultiScaleRoIAlign, misc
 from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork, LastLevelMaxPool
 
+import roi_align
 from keypoints import COCO17, KeypointSet
-from utils import NUM_KEYPOINTS, UserError, first_line, image_side
+from utils import NUM_KEYPOINTS, UserError, first_line, image_side, positive_int
 
 # Our checkpoints' final-weights name; the regex finds them again for test.py/detect.py defaults.
 WEIGHTS_STEM = r"e\d+_b\d+_lr[^_]+_m[^_]+"
@@ -64,6 +65,15 @@ KEYPOINT_PREDICTOR = "roi_heads.keypoint_predictor."  # the weight names of the 
 # torchvision's FPN width, which the RPN and both heads take in; 128 or 64 make all of them
 # cheaper, about 2x faster CPU training of a ResNet-18 model at 160 px (docs/demo.md).
 DEFAULT_FPN_CHANNELS = 256
+
+
+# RPN proposals per image at inference (torchvision's rpn_post_nms_top_n_test), and what fewer cost
+# and gain (docs/performance.md).
+DEFAULT_PROPOSALS = 1000
+PROPOSALS_NOTE = ("fewer is at most a little faster now that RoIAlign is cheap (300: 0.80x of the model time in "
+                  "bfloat16, 0.98x in float32 at 480 px on a loaded 2-core Xeon) and may miss persons in crowds; "
+                  "on the overfit test model keypoint AP held at 1.0 down to 20 and box AP at 0.39-0.41 down to 50, "
+                  "0.35 at 20 (docs/performance.md)")
 
 
 class WeightsError(UserError):
@@ -169,6 +179,9 @@ def build_model(
     (fine-tuning to another keypoint set).
 
     `frozen_bn` and `trainable_layers` default to `default_frozen_bn` and `default_trainable_layers`.
+    The RoI pools are `roi_align.FastMultiScaleRoIAlign`: torchvision's numbers, computed by the
+    numba kernel wherever no gradient is needed (test.py, detect.py and train.py's evaluation
+    alike), by torchvision's op in training.
     `keypoint_head` lists the conv widths of the keypoint head (default: torchvision's 8 x 512);
     `fpn_channels` is the FPN's width, the input of the RPN and both heads (ResNets only).
     """
@@ -206,7 +219,7 @@ def build_model(
             raise _download_failed("torchvision's COCO Keypoint R-CNN weights", e) from None
         if new_keypoint_predictor or num_keypoints != NUM_KEYPOINTS:
             model.roi_heads.keypoint_predictor = KeypointRCNNPredictor(keypoint_head[-1], num_keypoints)
-        return model
+        return roi_align.install_fast_pools(model)
 
     model = _build_from_backbone(backbone, weights == "imagenet", norm_layer, trainable_layers, fpn_channels,
                                  **kwargs)
@@ -217,7 +230,7 @@ def build_model(
             state_dict = {k: v for k, v in state_dict.items() if not k.startswith(KEYPOINT_PREDICTOR)}
             state_dict.update({k: v for k, v in own.items() if k.startswith(KEYPOINT_PREDICTOR)})
         apply_state_dict(model, state_dict)
-    return model
+    return roi_align.install_fast_pools(model)
 
 
 def _build_from_backbone(backbone: str, imagenet: bool, norm_layer: type, trainable_layers: int,
@@ -523,21 +536,40 @@ def keep_float32_outputs(model: torch.nn.Module) -> torch.nn.Module:
     return model
 
 
-def prepare_for_inference(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
-    """test.py's and detect.py's model: eval mode, BatchNorm folded into the convolutions, on
-    `device`, channels_last weights on a CPU (oneDNN's fast layout, in float32 and bfloat16), and
-    box and keypoint coordinates kept in float32 under an autocast (`keep_float32_outputs`). Each
-    step keeps the outputs to float rounding (tests/test_models.py). Returns `model`."""
+# The layers a CPU bfloat16 autocast runs in bfloat16, casting their weights on every call.
+AUTOCAST_LOWERED = (torch.nn.Conv2d, torch.nn.ConvTranspose2d, torch.nn.Linear)
+
+
+def store_autocast_weights(model: torch.nn.Module, dtype: torch.dtype = torch.bfloat16) -> int:
+    """For inference under an autocast to `dtype` only: the weights and biases of the layers it
+    runs in `dtype` (convolutions, linear layers) stored in `dtype`, as autocast would cast them
+    on every call (about 60 M weights per frame for the R50-FPN model): the same numbers reach the
+    same kernels. Without that autocast the model no longer runs. Returns how many layers."""
+    layers = [m for m in model.modules() if isinstance(m, AUTOCAST_LOWERED)]
+    for layer in layers:
+        layer.to(dtype)
+    return len(layers)
+
+
+def prepare_for_inference(model: torch.nn.Module, device: torch.device, precision: str = "fp32") -> torch.nn.Module:
+    """test.py's and detect.py's model for `precision` (precision.select's): eval mode, BatchNorm
+    folded into the convolutions, on `device`, channels_last weights on a CPU (oneDNN's fast
+    layout, in float32 and bfloat16), convolution and linear weights stored in bfloat16 for a
+    bfloat16 autocast on a CPU (`store_autocast_weights`), and box and keypoint coordinates kept in
+    float32 under an autocast (`keep_float32_outputs`). Each step keeps the outputs to float
+    rounding (tests/test_models.py, tests/test_roi_align.py). Returns `model`."""
     model.eval()
     fold_batchnorm(model)  # benchmarks: ~1.1x on a CPU
     model.to(device)
     if device.type == "cpu":
         model.to(memory_format=torch.channels_last)  # faster in float32, more so in bfloat16 (benchmarks)
+        if precision == "bf16":
+            store_autocast_weights(model)
     return keep_float32_outputs(model)
 
 
 def add_model_flags(group: argparse._ArgumentGroup, min_size_note: str = "") -> None:
-    """The --weights, --backbone, --min-size and --max-size flags of test.py and detect.py."""
+    """The --weights, --backbone, --min-size, --max-size and --proposals flags of test.py and detect.py."""
     group.add_argument("--weights", default=None,
                        help="our checkpoint, a raw torchvision state_dict (.pth), or 'coco' for torchvision's "
                             "COCO weights (default: the newest e*_b*_lr*_m*.pth in the current folder or in "
@@ -549,3 +581,6 @@ def add_model_flags(group: argparse._ArgumentGroup, min_size_note: str = "") -> 
                             "(default: the checkpoint's largest training size, else 800)")
     group.add_argument("--max-size", type=image_side, default=None,
                        help=f"longer image side cap (default: the checkpoint's, else {DEFAULT_MAX_SIZE})")
+    group.add_argument("--proposals", type=positive_int, default=DEFAULT_PROPOSALS,
+                       help=f"RPN proposals the box head scores per image (default: torchvision's {DEFAULT_PROPOSALS}); "
+                            f"{PROPOSALS_NOTE}")

@@ -39,6 +39,7 @@ import coco_eval
 import keypoints
 import models
 import precision
+import roi_align
 import runs
 import utils
 from dataset import CocoKeypoints, base_dataset, coco_paths, first_images, load_coco
@@ -129,15 +130,16 @@ def run(args: argparse.Namespace) -> dict[str, dict[str, float]]:
         weights, how = runs.resolve_weights(args.weights)
         if info.is_main:
             print(f"weights: {models.describe_weights(weights)}{how}")
-        model, config = models.load_model(weights, args.backbone, args.min_size, args.max_size)
+        model, config = models.load_model(weights, args.backbone, args.min_size, args.max_size,
+                                          rpn_post_nms_top_n_test=args.proposals)
         data_keypoints = base_dataset(dataset).keypoint_set
         keypoints.check_same(keypoints.KeypointSet.from_config(config), data_keypoints, f"weights {weights} predict",
                              f"annotation file {ann_file}")
         coco_eval.oks_sigmas(data_keypoints, args.oks_sigmas, verbose=False)  # fails before predicting
-        models.prepare_for_inference(model, device)
+        models.prepare_for_inference(model, device, chosen)
         if info.is_main:
             print(f"model: {config['backbone']}, images resized to {config['min_size'][0]} "
-                  f"(max {config['max_size']}); device {device}, {precision_note}"
+                  f"(max {config['max_size']}); device {device}, {precision_note}{roi_align.fallback_note()}"
                   + (f", {info.world_size} processes" if info.distributed else ""))
             print(f"data: {len(dataset)} images from {image_dir} ({ann_file}), {data_keypoints.describe()}")
         metrics, results = coco_eval.evaluate_dataset(model, dataset, device, args.batch_size, args.workers,

@@ -6,11 +6,14 @@ time / the baseline's time, measured in this same run, so lower is better):
               original project's path (PIL -> ToTensor -> model at its default box score threshold
               0.05 -> matplotlib), same frames, same weights, same resolution; then the model alone,
               our pipeline overhead (everything but the model) as a fraction of the model time, and
-              the cost a frame of --track --smooth for 10 persons against it (benchmarks/tracking.py).
+              the cost a frame of --track --smooth for 10 persons against it (benchmarks/tracking.py);
+              then the live rows: the model alone as a webcam runs it, at --live-size px with
+              --live-persons persons, in each precision, against torchvision's float32 (benchmarks/live.py).
   resolution  our path at --sizes (800 / 640 / 480), each against the largest.
   option      the speed settings, model only: channels_last, BatchNorm folding, fewer RPN
               proposals, float16 and cudnn.benchmark (CUDA), torch.compile (--compile); the
-              precision rows (fp32/bf16 x NCHW/channels_last, benchmarks/precision_rows.py).
+              precision rows (fp32/bf16 x NCHW/channels_last, benchmarks/precision_rows.py)
+              and roi_align's kernel against torchvision's RoIAlign op (benchmarks/live.py).
   data        dataset items (decode + target + flip): dataset.CocoKeypoints against PIL + ToTensor.
   train       one iteration of train.py's loop (train_one_epoch) against a plain loop doing the
               same thing (torchvision tutorial style), same model, batches and seeds; AMP vs fp32 on CUDA.
@@ -61,11 +64,13 @@ import detect
 import engine
 import media
 import models
+import roi_align
 import train
 import utils
 from dataset import (CocoKeypoints, RandomHorizontalFlip, collate_fn, get_transforms, load_coco, read_image,
                      zero_invisible_keypoints)
 from precision import cpu_has_fast_bf16, precision_arg, resolve as resolve_precision
+from benchmarks import live
 from benchmarks.data import DISPLAY_THRESH, benchmark_frames, random_weights, resolve_data_root, synthetic_detections
 from benchmarks.precision_rows import precision_rows
 from benchmarks.timing import HEADER, Row, Table, compared, describe_device, fmt_time, measure, model_only, sync
@@ -113,6 +118,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     g.add_argument("--frames", type=utils.positive_int, default=None, help="val images per detect run (default: 3, --quick 1)")
     g.add_argument("--proposals", type=utils.positive_int, default=1000,
                    help="RPN proposals per frame on both paths (default: torchvision's 1000)")
+    live.add_flags(g)
     g.add_argument("--fewer-proposals", type=utils.positive_int, default=300, help="the proposals of the 'fewer proposals' option row")
     g.add_argument("--boxes-at-005", type=utils.nonnegative_int, default=None, metavar="N",
                    help="random model: make N boxes pass 0.05 on the frames, i.e. reach the original's keypoint "
@@ -139,21 +145,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
             value = quick_value if args.quick else full_value
             setattr(args, name, utils.keypoint_head_arg(value) if name == "train_keypoint_head" else value)
     return args
-
-
-# --------------------------------------------------------------------------------------
-# Timing and memory
-# --------------------------------------------------------------------------------------
-
-
-# --------------------------------------------------------------------------------------
-# The table
-# --------------------------------------------------------------------------------------
-
-
-# --------------------------------------------------------------------------------------
-# Data and weights
-# --------------------------------------------------------------------------------------
 
 
 # --------------------------------------------------------------------------------------
@@ -219,7 +210,7 @@ def load_detectors(weights: str, args: argparse.Namespace, device: torch.device,
     # torchvision's thresholds: box score 0.05, 100 detections.
     original, _ = models.load_model(weights, min_size=args.min_size, max_size=args.max_size,
                                    rpn_post_nms_top_n_test=args.proposals)
-    return ours, original.to(device)
+    return ours, roi_align.install_torchvision_pools(original).to(device)
 
 
 @dataclass
@@ -255,11 +246,13 @@ def detect_rows(table: Table, args: argparse.Namespace, device: torch.device, we
     if "detect" in groups:
         end_to_end_rows(table, args, device, d)
         tracking_row(table, args, next(row for row in table.rows if row.name == "detect: model only"))
+        live.live_rows(table, args, device, weights, frames)
     if "resolution" in groups:
         resolution_rows(table, args, device, d)
     if "option" in groups:
         option_rows(table, args, device, d)
         precision_rows(table, args, device, d.ours, d.image)
+        live.roi_align_row(table, args, device, d.ours, d.image, d.precision)
         if device.type == "cuda":
             cuda_option_rows(table, args, device, d)
         if args.compile:
@@ -317,11 +310,13 @@ def option_rows(table: Table, args: argparse.Namespace, device: torch.device, d:
                        f"model only; {used}"))
     del contiguous, cl
 
-    unfolded = copy.deepcopy(original)  # ours in every respect but the folding
+    unfolded = roi_align.install_fast_pools(copy.deepcopy(original))  # ours in every respect but the folding
     unfolded.roi_heads.score_thresh = ours.roi_heads.score_thresh
     unfolded.roi_heads.detections_per_img = ours.roi_heads.detections_per_img
     if ours_is_channels_last(ours):
         unfolded.to(memory_format=torch.channels_last)
+    if d.precision == "bf16" and device.type == "cpu":
+        models.store_autocast_weights(unfolded)
     s = measure({"folded": model_only(ours, d.image, device, d.precision), "unfolded": model_only(unfolded, d.image, device, d.precision)}, args.repeats, args.warmup, device)
     table.add(compared("option", "option: BatchNorm folded into convs", s["folded"], s["unfolded"],
                        "BatchNorm layers kept", "model only; used by detect.py (models.fold_batchnorm)"))

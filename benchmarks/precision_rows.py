@@ -11,6 +11,7 @@ import copy
 
 import torch
 
+from models import store_autocast_weights
 from benchmarks.timing import Row, Table, compared, measure, model_only
 from precision import cpu_has_fast_bf16
 
@@ -21,8 +22,11 @@ def precision_rows(table: Table, args: argparse.Namespace, device: torch.device,
     layouts = {"NCHW": torch.contiguous_format, "channels_last": torch.channels_last}
     variants = {}
     for layout, memory_format in layouts.items():
-        model = copy.deepcopy(ours).to(memory_format=memory_format)
         for precision in ("fp32", low):
+            # detect.py's model for that precision: float32 weights, or bfloat16 ones for a CPU's bfloat16
+            model = copy.deepcopy(ours).float().to(memory_format=memory_format)
+            if precision == "bf16":
+                store_autocast_weights(model)
             variants[f"{precision} {layout}"] = model_only(model, image, device, precision)
     s = measure(variants, args.repeats, args.warmup, device)
     native = "" if device.type != "cpu" or cpu_has_fast_bf16() else "; emulated bfloat16 (no AMX/AVX512-BF16)"

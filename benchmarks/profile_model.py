@@ -1,10 +1,11 @@
 """Where a Keypoint R-CNN's inference time goes, per stage, in float32 and bfloat16, NCHW and
 channels_last, measured side by side (interleaved) in one run.
 
-Stages: preprocess (normalise, resize, batch), backbone (with the FPN), RPN, box head (RoI pool,
-two MLP layers and the predictor on every proposal), box postprocess (decoding, NMS), keypoint
-head (RoI pool, the 8 convs, the predictor, per person), heatmap decoding (heatmaps ->
-keypoints, per person) and postprocess (boxes and keypoints back to the image's size).
+Stages: preprocess (normalise, resize, batch), backbone (with the FPN), RPN, RoIAlign (both RoI
+pools: every proposal for the box head, every person for the keypoint head), box head (two MLP
+layers and the predictor on every proposal), box postprocess (decoding, NMS), keypoint head (the
+8 convs and the predictor, per person), heatmap decoding (heatmaps -> keypoints, per person) and
+postprocess (boxes and keypoints back to the image's size).
 
 Usage:
     python -m benchmarks.profile_model                   # R50-FPN, random weights, 100 persons, 800 px
@@ -26,11 +27,12 @@ import torch
 import torchvision.models.detection.roi_heads as tv_roi_heads
 
 import models
+import roi_align
 import utils
 
 REPO = Path(__file__).resolve().parents[1]
 COCO_MINI_VAL = REPO.parent / "shared" / "data" / "coco-mini" / "val2017"
-STAGES = ("preprocess", "backbone", "rpn", "box head", "box postprocess", "keypoint head",
+STAGES = ("preprocess", "backbone", "rpn", "roi align", "box head", "box postprocess", "keypoint head",
           "heatmap decoding", "postprocess")
 
 
@@ -49,8 +51,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--ops", type=utils.nonnegative_int, default=0, metavar="N",
                         help="also print torch.profiler's N costliest operators of each config's last run")
     parser.add_argument("--configs", nargs="+", default=["fp32-nchw", "bf16-nchw", "fp32-cl", "bf16-cl", "bf16-cl-fast"],
-                        help="precision-layout[-fast]; -fast: what models.prepare_for_inference adds for test.py and detect.py "
-                             "(box and keypoint coordinates kept in float32 under an autocast)")
+                        help="precision-layout[-fast]; -fast: detect.py's model (models.prepare_for_inference: "
+                             "roi_align's kernel, float32 coordinates, bfloat16 weights for bf16), else "
+                             "torchvision's RoI pools")
     args = parser.parse_args(argv)
     for config in args.configs:
         parts = config.split("-")
@@ -100,15 +103,21 @@ def build(args: argparse.Namespace, config: str) -> tuple[torch.nn.Module, Stage
     models.fold_batchnorm(model)
     if layout == "cl":
         model.to(memory_format=torch.channels_last)
-    if fast:
+    if fast:  # detect.py's model (models.prepare_for_inference)
         models.keep_float32_outputs(model)
+        if precision == "bf16":
+            models.store_autocast_weights(model)
+    else:
+        roi_align.install_torchvision_pools(model)
     clock = StageClock()
     heads = model.roi_heads
     clock.module(model.backbone, "backbone")
     clock.module(model.rpn, "rpn")
-    for module in (heads.box_roi_pool, heads.box_head, heads.box_predictor):
+    clock.module(heads.box_roi_pool, "roi align")
+    clock.module(heads.keypoint_roi_pool, "roi align")
+    for module in (heads.box_head, heads.box_predictor):
         clock.module(module, "box head")
-    for module in (heads.keypoint_roi_pool, heads.keypoint_head, heads.keypoint_predictor):
+    for module in (heads.keypoint_head, heads.keypoint_predictor):
         clock.module(module, "keypoint head")
     heads.postprocess_detections = clock.function(heads.postprocess_detections, "box postprocess")
     model.transform.postprocess = clock.function(model.transform.postprocess, "postprocess")
@@ -164,7 +173,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, dict[str, float]]:
             module.keypointrcnn_inference = original
     caps = torch.cpu.get_capabilities() if hasattr(torch.cpu, "get_capabilities") else {}
     print(f"CPU: {caps.get('cpu_name', '?')}, {torch.get_num_threads()} torch threads, "
-          f"avx512_bf16 {caps.get('avx512_bf16')}, amx_bf16 {caps.get('amx_bf16')}; torch {torch.__version__}")
+          f"avx512_bf16 {caps.get('avx512_bf16')}, amx_bf16 {caps.get('amx_bf16')}; torch {torch.__version__}"
+          f"{roi_align.fallback_note()}")
     print(f"image {Path(args.image).name} at {args.min_size} px, persons through the keypoint head: "
           + ", ".join(f"{c} {int(median(samples[c]['persons']))}" for c in args.configs)
           + f"; median of {args.repeats} after {args.warmup} warm-up, interleaved; seconds")

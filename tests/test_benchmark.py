@@ -16,12 +16,14 @@ TINY = ["--device", "cpu", "--threads", "1", "--repeats", "1", "--warmup", "0",
         "--backbone", "resnet18", "--keypoint-head", "32x2", "--min-size", "128", "--max-size", "192",
         "--sizes", "128", "96", "--frames", "1", "--data-items", "2", "--proposals", "100", "--fewer-proposals", "30",
         "--train-backbone", "resnet18", "--train-size", "96", "--train-keypoint-head", "32x2",
-        "--train-batch", "1", "--train-rois", "32", "--eval-detections", "3"]
+        "--train-batch", "1", "--train-rois", "32", "--eval-detections", "3",
+        "--live-size", "96", "--live-persons", "2"]
+LIVE_ROWS = [f"detect: model only, live 96 px {p}" for p in (["bf16", "fp32"] if precision.cpu_has_fast_bf16() else ["fp32"])]
 ROWS = ["detect: frame, end to end", "detect: model only", "detect: pipeline overhead", "detect: tracking and smoothing",
-        "resolution: min_size 128", "resolution: min_size 96", "option: channels_last",
+        *LIVE_ROWS, "resolution: min_size 128", "resolution: min_size 96", "option: channels_last",
         "option: BatchNorm folded into convs", "option: fewer RPN proposals",
         "precision: bf16 NCHW", "precision: fp32 channels_last", "precision: bf16 channels_last",
-"data: dataset item", "train: iteration", "eval: COCOeval"]
+        "option: RoIAlign kernel", "data: dataset item", "train: iteration", "eval: COCOeval"]
 
 
 def test_every_row_has_a_ratio(sample_root, tmp_path, capsys):
@@ -39,6 +41,10 @@ def test_every_row_has_a_ratio(sample_root, tmp_path, capsys):
     targets = {**timing.TARGETS, "detect: frame, end to end": 0.3 if precision.cpu_has_fast_bf16() else 0.5}
     for name, target in targets.items():
         assert rows[name]["target"] == target and rows[name]["ok"] == (rows[name]["ratio"] <= target)
+    # The live rows: detect.py's model against torchvision's float32, the target per precision.
+    for name in LIVE_ROWS:
+        assert rows[name]["target"] == {"bf16": 0.2, "fp32": 0.6}[name.split()[-1]]
+        assert re.fullmatch(r"[\d.]+ vs [\d.]+ FPS; keypoint head on 2 vs 2 person\(s\)/frame", rows[name]["note"])
     for name in ("detect: frame, end to end", "train: iteration", "data: dataset item"):
         assert rows[name]["peak_mib_ours"] > 0 and rows[name]["peak_mib_baseline"] > 0
     assert "same metrics" in rows["eval: COCOeval"]["note"]

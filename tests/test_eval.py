@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -333,6 +334,19 @@ def test_model_run_prints_tables_and_writes_both_files(script, sample_root, tiny
     assert again == metrics
 
 
+def test_proposals_limit_what_the_box_head_scores(script, sample_root, tiny_checkpoint, tmp_path):
+    """--proposals (detect.py's flag, models.add_model_flags) reaches test.py's model: one proposal per
+    image leaves at most one detection per image."""
+    results = tmp_path / "results.json"
+    common = ["--weights", str(tiny_checkpoint), "--data-root", str(sample_root), "--limit", "2", "--device", "cpu",
+              "--workers", "0", "--precision", "fp32", "--save-metrics", "", "--save-results", str(results)]
+    script.main([*common, "--proposals", "1"])
+    per_image = Counter(r["image_id"] for r in json.loads(results.read_text()))
+    assert per_image and max(per_image.values()) == 1
+    script.main(common)
+    assert max(Counter(r["image_id"] for r in json.loads(results.read_text())).values()) > 1
+
+
 def test_raw_torchvision_state_dict_is_accepted(script, sample_root, tmp_path, capsys):
     # The original project's e42_b8_lr0.02_m0.9.pth format: torchvision's model.state_dict().
     from torchvision.models.detection import keypointrcnn_resnet50_fpn
@@ -403,6 +417,7 @@ def test_checkpoint_that_could_run_code_is_refused_without_advice_to_allow_it(sc
     (["--min-size", "100000"], "argument --min-size"),
     (["--max-image-pixels", "0"], "argument --max-image-pixels"),
     (["--limit", "0"], "argument --limit"),
+    (["--proposals", "0"], "argument --proposals"),
 ])
 def test_nonsense_flags_are_refused_by_argparse(script, tmp_path, capsys, flags, message):
     assert message in flag_error(script.main, ["--data-root", str(tmp_path), *flags], capsys)
@@ -420,5 +435,5 @@ def test_help_names_every_flag(script, capsys):
     text = help_text(script.parse_args, capsys)
     for flag in ("--data-root", "--ann-file", "--images", "--weights", "--batch-size", "--device", "--precision",
                  "--limit", "--results", "--save-results", "--save-metrics", "--backbone", "--min-size",
-                 "--max-size", "--workers"):
+                 "--max-size", "--workers", "--proposals"):
         assert flag in text, flag

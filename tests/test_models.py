@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import models
+import precision
 import utils
 from conftest import TINY_MODEL
 from keypoints import COCO13, COCO17
@@ -199,6 +200,23 @@ def test_fold_batchnorm_keeps_the_outputs():
     for name in expected:
         torch.testing.assert_close(got[name], expected[name], rtol=1e-3, atol=1e-4)
     assert models.fold_batchnorm(folded) == 0
+
+
+@pytest.mark.skipif(not precision.cpu_has_fast_bf16(), reason="no native bfloat16 on this CPU")
+def test_bfloat16_weights_give_the_outputs_of_the_autocast_casting_them():
+    """prepare_for_inference(..., "bf16") stores conv and linear weights in bfloat16, as a bfloat16
+    autocast casts them on every call: the outputs under that autocast are the same numbers."""
+    model = tiny_model(box_score_thresh=0.0)
+    cast_each_call = models.prepare_for_inference(copy.deepcopy(model), torch.device("cpu"), "fp32")
+    stored = models.prepare_for_inference(model, torch.device("cpu"), "bf16")
+    layers = [m for m in stored.modules() if isinstance(m, models.AUTOCAST_LOWERED)]
+    assert layers and all(m.weight.dtype == torch.bfloat16 for m in layers)
+    images = [torch.rand(3, 150, 200, generator=torch.Generator().manual_seed(1))]
+    with torch.inference_mode(), precision.autocast(torch.device("cpu"), "bf16"):
+        expected, found = cast_each_call(images)[0], stored(images)[0]
+    assert len(found["boxes"]) == 10
+    for key in expected:
+        assert found[key].dtype == expected[key].dtype and torch.equal(found[key], expected[key]), key
 
 
 def test_fine_tuning_from_17_keypoints_keeps_all_but_the_predictor(tmp_path):
