@@ -44,6 +44,7 @@ from tqdm import tqdm
 import draw
 import keypoints
 import models
+import onnx_model
 import runs
 import utils
 from media import (STREAM_TIMEOUT_S, LatestFrame, Window, decide_show, is_url, list_files, open_stream, open_video,
@@ -72,6 +73,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     models.add_model_flags(model, "; smaller is faster (e.g. 480 for a webcam on a CPU)")
     model.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     models.add_precision_flag(model, cuda_default="fp16")
+    onnx_model.add_runtime_flag(model)
     model.add_argument("--half", action=argparse.BooleanOptionalAction, default=None,
                        help="--half is --precision fp16 (CUDA only), --no-half is --precision fp32")
     utils.add_max_image_pixels_flag(model)
@@ -124,7 +126,8 @@ def run(args: argparse.Namespace) -> None:
     if args.half is not None and args.precision not in ("auto", spec):
         raise utils.UserError(f"--{'' if args.half else 'no-'}half means --precision {spec}; "
                               f"it contradicts --precision {args.precision}")
-    precision = utils.select_precision(spec, device, cuda_default="fp16")
+    onnx = onnx_model.selected(args.weights, args.runtime)
+    precision = onnx_model.onnx_precision(spec) if onnx else utils.select_precision(spec, device, cuda_default="fp16")
     # Check the source before the (slow) model load, so that a typo fails at once.
     capture = open_stream(args.camera) if args.camera is not None else None
     files, several = list_files(args.file) if args.file is not None else ([], False)
@@ -148,14 +151,20 @@ def load_detector(args: argparse.Namespace, device: torch.device, precision: str
     weights, how = runs.resolve_weights(args.weights)
     print(f"weights: {models.describe_weights(weights)}{how}")
     # Persons below the display threshold are dropped before the keypoint head, the costly part.
-    model, config = models.load_model(weights, args.backbone, args.min_size, args.max_size,
-                                      rpn_post_nms_top_n_test=args.proposals, box_score_thresh=args.score_thresh,
-                                      box_detections_per_img=args.max_persons)
+    if onnx_model.selected(weights, args.runtime):
+        model, config = onnx_model.load_model(weights, device, args.runtime, args.backbone, args.min_size, args.max_size,
+                                              args.score_thresh, args.max_persons, args.proposals)
+        runs_as = model.describe()
+    else:
+        model, config = models.load_model(weights, args.backbone, args.min_size, args.max_size,
+                                          rpn_post_nms_top_n_test=args.proposals, box_score_thresh=args.score_thresh,
+                                          box_detections_per_img=args.max_persons)
+        # BatchNorm folded, channels_last on a CPU, keypoint_decode's RoIHeads (float32 coordinates).
+        models.prepare_for_inference(model, device)
+        runs_as = utils.describe_precision(precision, device, spec)
     args.keypoint_set = keypoints.KeypointSet.from_config(config)
-    # BatchNorm folded, channels_last on a CPU, keypoint_decode's RoIHeads (float32 coordinates).
-    models.prepare_for_inference(model, device)
     print(f"model: {config['backbone']}, images resized to {config['min_size'][0]} (max {config['max_size']}); "
-          f"device {device}, {utils.describe_precision(precision, device, spec)}; {args.keypoint_set.describe()}")
+          f"device {device}, {runs_as}; {args.keypoint_set.describe()}")
     return model
 
 

@@ -37,6 +37,7 @@ from torch.utils.data import Subset
 import coco_eval
 import keypoints
 import models
+import onnx_model
 import runs
 import utils
 from dataset import CocoKeypoints, coco_paths, load_coco
@@ -74,6 +75,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     run.add_argument("--workers", "-j", type=utils.nonnegative_int, default=2, help="data-loading processes (default: 2)")
     run.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N; under torchrun each rank uses its own GPU")
     models.add_precision_flag(run, cuda_default="fp32")
+    onnx_model.add_runtime_flag(run)
     run.add_argument("--amp", action="store_true", help="--precision fp16 on CUDA (ignored on the CPU)")
 
     io = parser.add_argument_group("results files")
@@ -106,23 +108,30 @@ def run(args: argparse.Namespace) -> dict[str, dict[str, float]]:
     info, device = utils.init_distributed(args.device)
     try:
         spec = requested_precision(args, device)
-        precision = utils.select_precision(spec, device, cuda_default="fp32")
+        onnx = onnx_model.selected(args.weights, args.runtime)
+        precision = onnx_model.onnx_precision(spec) if onnx else utils.select_precision(spec, device, cuda_default="fp32")
         dataset = CocoKeypoints(image_dir, ann_file, train=False, max_image_pixels=args.max_image_pixels)
         if args.limit:
             dataset = Subset(dataset, range(min(args.limit, len(dataset))))
         weights, how = runs.resolve_weights(args.weights)
         if info.is_main:
             print(f"weights: {models.describe_weights(weights)}{how}")
-        model, config = models.load_model(weights, args.backbone, args.min_size, args.max_size)
+        if onnx:
+            model, config = onnx_model.load_model(weights, device, args.runtime, args.backbone, args.min_size,
+                                                  args.max_size)
+        else:
+            model, config = models.load_model(weights, args.backbone, args.min_size, args.max_size)
         data_keypoints = (dataset.dataset if isinstance(dataset, Subset) else dataset).keypoint_set
         keypoints.check_same(keypoints.KeypointSet.from_config(config), data_keypoints, f"weights {weights} predict",
                              f"annotation file {ann_file}")
         coco_eval.oks_sigmas(data_keypoints, args.oks_sigmas, verbose=False)  # fails before predicting
-        models.prepare_for_inference(model, device)
+        if not onnx:
+            models.prepare_for_inference(model, device)
         if info.is_main:
             amp_note = " (--amp ignored: CUDA only)" if args.amp and device.type != "cuda" else ""
+            runs_as = model.describe() if onnx else utils.describe_precision(precision, device, spec)
             print(f"model: {config['backbone']}, images resized to {config['min_size'][0]} "
-                  f"(max {config['max_size']}); device {device}, {utils.describe_precision(precision, device, spec)}"
+                  f"(max {config['max_size']}); device {device}, {runs_as}"
                   f"{amp_note}" + (f", {info.world_size} processes" if info.distributed else ""))
             print(f"data: {len(dataset)} images from {image_dir} ({ann_file}), {data_keypoints.describe()}")
         metrics, results = coco_eval.evaluate_dataset(model, dataset, device, args.batch_size, args.workers,

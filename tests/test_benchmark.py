@@ -16,12 +16,15 @@ TINY = ["--device", "cpu", "--threads", "1", "--repeats", "1", "--warmup", "0",
         "--backbone", "resnet18", "--keypoint-head", "32x2", "--min-size", "128", "--max-size", "192",
         "--sizes", "128", "96", "--frames", "1", "--data-items", "2", "--proposals", "100", "--fewer-proposals", "30",
         "--train-backbone", "resnet18", "--train-size", "96", "--train-keypoint-head", "32x2",
-        "--train-batch", "1", "--train-rois", "32", "--eval-detections", "3", "--decode-persons", "5"]
+        "--train-batch", "1", "--train-rois", "32", "--eval-detections", "3", "--decode-persons", "5",
+        "--onnx-sizes", "128"]
 ROWS = ["detect: frame, end to end", "detect: model only", "detect: pipeline overhead",
         "resolution: min_size 128", "resolution: min_size 96", "option: channels_last",
         "option: BatchNorm folded into convs", "option: fewer RPN proposals",
         "precision: bf16 NCHW", "precision: fp32 channels_last", "precision: bf16 channels_last",
-        "option: vectorised heatmap decoding", "data: dataset item", "train: iteration", "eval: COCOeval"]
+        "option: vectorised heatmap decoding", "onnx: ONNX Runtime, 128 px",
+        *(["onnx: ONNX Runtime vs bf16, 128 px"] if utils.cpu_has_fast_bf16() else []),
+        "data: dataset item", "train: iteration", "eval: COCOeval"]
 
 
 def test_every_row_has_a_ratio(sample_root, tmp_path, capsys):
