@@ -11,8 +11,11 @@ threshold is the graph's second input, `score_thresh` (test.py feeds 0.05, detec
 How: torch.onnx's TorchScript-based exporter (`dynamo=False`) on torchvision's own model in
 evaluation mode (no BatchNorm folding, channels_last or keypoint_decode: those are PyTorch-side
 speed-ups), with torchvision's ONNX paths for the resize, the box filtering and the keypoint
-decoding, and one exact change: the multi-scale RoI pooling gathers its levels instead of
-scattering them (`GatherRoIAlign`). docs/export.md says what was tried and what failed.
+decoding, and two changes that keep its answers: the resize computes its output size in double
+precision as eager PyTorch does (`EagerSizeTransform`; torchvision's traced resize does it in
+float32 and lands one row short on some sizes, which moved every box), and the multi-scale RoI
+pooling gathers its levels instead of scattering them (`GatherRoIAlign`, faster). docs/export.md
+says what was tried and what failed.
 
 After exporting, the file is checked (`onnx.checker`) and run by ONNX Runtime beside the PyTorch
 model (float32) on a few real images: `--check-images DIR`, by default coco/val2017 when it exists,
@@ -35,6 +38,7 @@ from __future__ import annotations
 import argparse
 import copy
 import io
+import math
 import tempfile
 import time
 import warnings
@@ -44,6 +48,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 import torchvision
+from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops import MultiScaleRoIAlign, roi_align
 from torchvision.ops.poolers import _convert_to_roi_format, _filter_input, _setup_scales
 
@@ -200,6 +205,32 @@ class GatherRoIAlign(MultiScaleRoIAlign):
         return torch.cat(pooled)[torch.argsort(torch.cat(order))]
 
 
+def _resize_like_eager(image: torch.Tensor, min_size: float, max_size: float) -> torch.Tensor:
+    """torchvision's evaluation resize as eager PyTorch computes it: the output size floor(side x
+    scale) in double precision. (A traced F.interpolate computes it in float32, where 279 x (160 /
+    279) is 159.99998: one row short, and every box moves: docs/export.md.) Scripted, so that the
+    graph computes it for each image."""
+    height, width = float(image.shape[-2]), float(image.shape[-1])
+    scale = min(min_size / min(height, width), max_size / max(height, width))
+    size = [int(math.floor(height * scale)), int(math.floor(width * scale))]
+    return torch.nn.functional.interpolate(image[None], size=size, mode="bilinear", align_corners=False)[0]
+
+
+with warnings.catch_warnings():
+    # torch.jit.script is deprecated for torch.export, which cannot export this model (docs/export.md).
+    warnings.simplefilter("ignore", FutureWarning)
+    resize_like_eager = torch.jit.script(_resize_like_eager)
+
+
+class EagerSizeTransform(GeneralizedRCNNTransform):
+    """torchvision's GeneralizedRCNNTransform whose evaluation resize is `resize_like_eager`."""
+
+    def resize(self, image: torch.Tensor, target: dict[str, torch.Tensor] | None = None):
+        if self.training or target is not None or self.fixed_size is not None:
+            return super().resize(image, target)
+        return resize_like_eager(image, float(self.min_size[-1]), float(self.max_size)), target
+
+
 class ExportedModel(torch.nn.Module):
     """The traced function: one image and the box score threshold -> the outputs of torchvision's
     model as a tuple in onnx_model.OUTPUT_NAMES order."""
@@ -226,6 +257,8 @@ def export_bytes(model: torch.nn.Module, config: dict[str, Any], info: dict[str,
     for pool in (traced.roi_heads.box_roi_pool, traced.roi_heads.keypoint_roi_pool):
         if type(pool) is MultiScaleRoIAlign:
             pool.__class__ = GatherRoIAlign
+    if type(traced.transform) is GeneralizedRCNNTransform:
+        traced.transform.__class__ = EagerSizeTransform
     example = (torch.rand(EXAMPLE_SIZE), torch.tensor(0.0))
     buffer = io.BytesIO()
     with warnings.catch_warnings(), torch.no_grad():

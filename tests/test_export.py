@@ -157,6 +157,11 @@ def test_pairing_finds_lost_persons_and_allows_borderline_ones():
     assert export_check.compare_answers("x", image, answer, borderline_lost, 0.05).ok
     clear_lost = {k: v[1:] for k, v in answer.items()}
     assert export_check.compare_answers("x", image, answer, clear_lost, 0.05).unpaired_clear == 1
+    scored = {**answer, "keypoints_scores": torch.rand(3, 17)}
+    one_tie = {**scored, "keypoints": keypoints.clone()}
+    one_tie["keypoints"][0, 3, 0] += 10  # the same maximum elsewhere: a tie, not a difference
+    row = export_check.compare_answers("x", image, scored, one_tie, 0.05)
+    assert row.ok and row.ties == 1 and row.keypoint_px == 0
     moved = {**answer, "keypoints": keypoints + torch.tensor([2.5, 0, 0])}
     row = export_check.compare_answers("x", image, answer, moved, 0.05)
     assert not row.ok and row.keypoint_px == pytest.approx(2.5)
