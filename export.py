@@ -82,13 +82,14 @@ def opset_arg(text: str) -> int:
     return value
 
 
+SUMMARY = ("Export a Keypoint R-CNN (any checkpoint test.py and detect.py load) to ONNX and check ONNX Runtime "
+           "against PyTorch on real images.")
+EXIT_STATUS = ("Exit status: 0 when the file was written and ONNX Runtime matched PyTorch, 1 with a one-line error "
+               "or the table of differences otherwise.")
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description="Export a Keypoint R-CNN (any checkpoint test.py and detect.py load) to ONNX and check "
-                    "ONNX Runtime against PyTorch on real images.",
-        formatter_class=utils.HelpFormatter,
-        epilog="Exit status: 0 when the file was written and ONNX Runtime matched PyTorch, 1 with a one-line "
-               "error or the table of differences otherwise.")
+    parser = argparse.ArgumentParser(description=SUMMARY, epilog=EXIT_STATUS, formatter_class=utils.HelpFormatter)
     model = parser.add_argument_group("model")
     models.add_model_flags(model, " (fixed in the file)")
     model.add_argument("--proposals", type=utils.positive_int, default=DEFAULT_PROPOSALS,
