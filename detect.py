@@ -52,6 +52,7 @@ from tqdm import tqdm
 
 import draw
 import models
+import onnx_model
 import precision
 import roi_align
 import runs
@@ -86,6 +87,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     models.add_model_flags(model, "; smaller is faster (e.g. 480 for a webcam on a CPU)")
     model.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     precision.add_inference_flags(model, CUDA_PRECISION, half=True)
+    onnx_model.add_runtime_flag(model)
     utils.add_max_image_pixels_flag(model)
 
     drawing = parser.add_argument_group("drawing")
@@ -129,7 +131,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 def run(args: argparse.Namespace) -> None:
     quiet_opencv()
     device = utils.select_device(args.device)
-    chosen, precision_note = precision.resolve(args, device, CUDA_PRECISION)
+    chosen, precision_note = inference_precision(args, device)
     # Check the source before the (slow) model load, so that a typo fails at once.
     capture = open_stream(args.camera) if args.camera is not None else None
     files, several = list_files(args.file) if args.file is not None else ([], False)
@@ -152,6 +154,13 @@ def run(args: argparse.Namespace) -> None:
     finally:
         if window:
             window.close()
+
+
+def inference_precision(args: argparse.Namespace, device: torch.device) -> tuple[str, str]:
+    """(precision, its description): an .onnx file computes in float32, as exported."""
+    if onnx_model.selected(args.weights, args.runtime):
+        return onnx_model.onnx_precision(precision.requested(args)), "float32 (ONNX file)"
+    return precision.resolve(args, device, CUDA_PRECISION)
 
 
 @dataclass(frozen=True)
@@ -195,13 +204,19 @@ def load_detector(args: argparse.Namespace, device: torch.device, chosen: str = 
     weights, how = runs.resolve_weights(args.weights)
     print(f"weights: {models.describe_weights(weights)}{how}")
     # Persons below the display threshold are dropped before the keypoint head, the costly part.
-    model, config = models.load_model(weights, args.backbone, args.min_size, args.max_size,
-                                      rpn_post_nms_top_n_test=args.proposals, box_score_thresh=args.score_thresh,
-                                      box_detections_per_img=args.max_persons)
+    if onnx_model.selected(weights, args.runtime):
+        model, config = onnx_model.load_model(weights, device, args.runtime, args.backbone, args.min_size, args.max_size,
+                                              args.score_thresh, args.max_persons, args.proposals)
+        runs_as = model.describe()
+    else:
+        model, config = models.load_model(weights, args.backbone, args.min_size, args.max_size,
+                                          rpn_post_nms_top_n_test=args.proposals, box_score_thresh=args.score_thresh,
+                                          box_detections_per_img=args.max_persons)
+        models.prepare_for_inference(model, device, chosen)
+        runs_as = precision_note + roi_align.fallback_note()
     keypoint_set = KeypointSet.from_config(config)
-    models.prepare_for_inference(model, device, chosen)
     print(f"model: {config['backbone']}, images resized to {config['min_size'][0]} (max {config['max_size']}); "
-          f"device {device}, {precision_note}{roi_align.fallback_note()}; {keypoint_set.describe()}")
+          f"device {device}, {runs_as}; {keypoint_set.describe()}")
     return Detector(model, device, chosen, keypoint_set, args.kp_thresh, args.boxes, args.line_width or None)
 
 

@@ -232,7 +232,9 @@ def _rebuilt(pool: MultiScaleRoIAlign, kind: type) -> MultiScaleRoIAlign:
                 canonical_scale=pool.canonical_scale, canonical_level=pool.canonical_level)
 
 
-def _install(model: torch.nn.Module, kind: type) -> torch.nn.Module:
+def install_pools(model: torch.nn.Module, kind: type) -> torch.nn.Module:
+    """A torchvision R-CNN's RoI pools rebuilt as `kind` (a MultiScaleRoIAlign with the same
+    settings; the pools hold no weights, so the state_dict is unchanged). Returns `model`."""
     heads = model.roi_heads
     for name in ("box_roi_pool", "keypoint_roi_pool", "mask_roi_pool"):
         pool = getattr(heads, name, None)
@@ -244,12 +246,12 @@ def _install(model: torch.nn.Module, kind: type) -> torch.nn.Module:
 def install_fast_pools(model: torch.nn.Module) -> torch.nn.Module:
     """A torchvision R-CNN's RoI pools as `FastMultiScaleRoIAlign` (same settings; the pools hold no
     weights, so the state_dict is unchanged). Returns `model`."""
-    return _install(model, FastMultiScaleRoIAlign)
+    return install_pools(model, FastMultiScaleRoIAlign)
 
 
 def install_torchvision_pools(model: torch.nn.Module) -> torch.nn.Module:
     """torchvision's own MultiScaleRoIAlign back in the RoI pools (baselines). Returns `model`."""
-    return _install(model, MultiScaleRoIAlign)
+    return install_pools(model, MultiScaleRoIAlign)
 
 
 def pool_ready(features: dict[str, torch.Tensor], pools: Sequence[MultiScaleRoIAlign]) -> dict[str, torch.Tensor]:

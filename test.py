@@ -38,6 +38,7 @@ import coco_analyze
 import coco_eval
 import keypoints
 import models
+import onnx_model
 import precision
 import roi_align
 import runs
@@ -80,6 +81,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     run.add_argument("--workers", "-j", type=utils.nonnegative_int, default=2, help="data-loading processes (default: 2)")
     run.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N; under torchrun each rank uses its own GPU")
     precision.add_inference_flags(run, cuda_default=CUDA_PRECISION)
+    onnx_model.add_runtime_flag(run)
 
     io = parser.add_argument_group("results files")
     io.add_argument("--results", type=Path, default=None, metavar="FILE",
@@ -124,22 +126,30 @@ def run(args: argparse.Namespace) -> dict[str, dict[str, float]]:
 
     info, device = utils.init_distributed(args.device)
     try:
-        chosen, precision_note = precision.resolve(args, device, CUDA_PRECISION)
+        onnx = onnx_model.selected(args.weights, args.runtime)
+        chosen, precision_note = (onnx_model.onnx_precision(precision.requested(args)), "") if onnx else \
+            precision.resolve(args, device, CUDA_PRECISION)
         dataset = CocoKeypoints(image_dir, ann_file, train=False, max_image_pixels=args.max_image_pixels)
         dataset = first_images(dataset, args.limit)
         weights, how = runs.resolve_weights(args.weights)
         if info.is_main:
             print(f"weights: {models.describe_weights(weights)}{how}")
-        model, config = models.load_model(weights, args.backbone, args.min_size, args.max_size,
-                                          rpn_post_nms_top_n_test=args.proposals)
+        if onnx:
+            model, config = onnx_model.load_model(weights, device, args.runtime, args.backbone, args.min_size,
+                                                  args.max_size)
+        else:
+            model, config = models.load_model(weights, args.backbone, args.min_size, args.max_size,
+                                              rpn_post_nms_top_n_test=args.proposals)
         data_keypoints = base_dataset(dataset).keypoint_set
         keypoints.check_same(keypoints.KeypointSet.from_config(config), data_keypoints, f"weights {weights} predict",
                              f"annotation file {ann_file}")
         coco_eval.oks_sigmas(data_keypoints, args.oks_sigmas, verbose=False)  # fails before predicting
-        models.prepare_for_inference(model, device, chosen)
+        if not onnx:
+            models.prepare_for_inference(model, device, chosen)
+            precision_note += roi_align.fallback_note()
         if info.is_main:
             print(f"model: {config['backbone']}, images resized to {config['min_size'][0]} "
-                  f"(max {config['max_size']}); device {device}, {precision_note}{roi_align.fallback_note()}"
+                  f"(max {config['max_size']}); device {device}, {model.describe() if onnx else precision_note}"
                   + (f", {info.world_size} processes" if info.distributed else ""))
             print(f"data: {len(dataset)} images from {image_dir} ({ann_file}), {data_keypoints.describe()}")
         metrics, results = coco_eval.evaluate_dataset(model, dataset, device, args.batch_size, args.workers,

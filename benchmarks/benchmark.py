@@ -14,6 +14,8 @@ time / the baseline's time, measured in this same run, so lower is better):
               proposals, float16 and cudnn.benchmark (CUDA), torch.compile (--compile); the
               precision rows (fp32/bf16 x NCHW/channels_last, benchmarks/precision_rows.py)
               and roi_align's kernel against torchvision's RoIAlign op (benchmarks/live.py).
+  onnx        export.py's file run by ONNX Runtime against our PyTorch path in float32 and bfloat16,
+              model only, at --onnx-sizes (benchmarks/onnx_rows.py).
   data        dataset items (decode + target + flip): dataset.CocoKeypoints against PIL + ToTensor.
   train       one iteration of train.py's loop (train_one_epoch) against a plain loop doing the
               same thing (torchvision tutorial style), same model, batches and seeds; AMP vs fp32 on CUDA.
@@ -73,13 +75,14 @@ from precision import cpu_has_fast_bf16, precision_arg, resolve as resolve_preci
 from benchmarks import live
 from benchmarks.data import DISPLAY_THRESH, benchmark_frames, random_weights, resolve_data_root, synthetic_detections
 from benchmarks.precision_rows import precision_rows
+from benchmarks.onnx_rows import onnx_rows
 from benchmarks.timing import HEADER, Row, Table, compared, describe_device, fmt_time, measure, model_only, sync
 from benchmarks.tracking import tracking_row
 from utils import coco_paths
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_JSON = "runs/benchmark.json"
-GROUPS = ("detect", "resolution", "option", "data", "train", "eval")
+GROUPS = ("detect", "resolution", "option", "onnx", "data", "train", "eval")
 
 # (--quick value, full value) of the settings --quick changes.
 PRESETS = {
@@ -127,6 +130,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="detect.py --precision for our path and the option rows (default: auto, as detect.py)")
     g.add_argument("--decode-persons", type=utils.positive_int, default=100,
                    help="persons through the keypoint head in the heatmap-decoding row (box score threshold 0)")
+    g.add_argument("--onnx-sizes", type=utils.image_side, nargs="+", default=[800, 480],
+                   help="the ONNX Runtime rows' sizes (one export each)")
     g.add_argument("--compile", action="store_true", help="also time torch.compile (the compile itself takes minutes)")
 
     g = p.add_argument_group("data, train, eval rows")
@@ -257,6 +262,8 @@ def detect_rows(table: Table, args: argparse.Namespace, device: torch.device, we
             cuda_option_rows(table, args, device, d)
         if args.compile:
             compile_rows(table, args, device, d)
+    if "onnx" in groups:
+        onnx_rows(table, args, device, weights, d.image)
 
 
 def end_to_end_rows(table: Table, args: argparse.Namespace, device: torch.device, d: Detectors) -> None:
@@ -557,14 +564,14 @@ def run_benchmark(args: argparse.Namespace, argv: Sequence[str] | None) -> dict[
     with tempfile.TemporaryDirectory() as tmp:
         weights, about = (args.weights, models.describe_weights(args.weights)) if args.weights else \
             (None, "")
-        if {"detect", "resolution", "option"} & set(args.only):
+        if {"detect", "resolution", "option", "onnx"} & set(args.only):
             if weights is None:
                 weights, about = random_weights(args, frames, persons, Path(tmp))
             print(f"weights: {about}\nframes: {', '.join(f.name for f in frames)}")
         print(f"each row: median of {args.repeats} run(s) after {args.warmup} warm-up; ratio = ours / baseline; "
               f"memory: {'peak CUDA allocated' if device.type == 'cuda' else 'peak process RSS'}\n")
         print(HEADER, flush=True)
-        if {"detect", "resolution", "option"} & set(args.only):
+        if {"detect", "resolution", "option", "onnx"} & set(args.only):
             detect_rows(table, args, device, weights, frames)
         if "data" in args.only:
             data_rows(table, args, device, data_root)

@@ -17,13 +17,15 @@ TINY = ["--device", "cpu", "--threads", "1", "--repeats", "1", "--warmup", "0",
         "--sizes", "128", "96", "--frames", "1", "--data-items", "2", "--proposals", "100", "--fewer-proposals", "30",
         "--train-backbone", "resnet18", "--train-size", "96", "--train-keypoint-head", "32x2",
         "--train-batch", "1", "--train-rois", "32", "--eval-detections", "3",
-        "--live-size", "96", "--live-persons", "2"]
+        "--live-size", "96", "--live-persons", "2", "--onnx-sizes", "128"]
 LIVE_ROWS = [f"detect: model only, live 96 px {p}" for p in (["bf16", "fp32"] if precision.cpu_has_fast_bf16() else ["fp32"])]
 ROWS = ["detect: frame, end to end", "detect: model only", "detect: pipeline overhead", "detect: tracking and smoothing",
         *LIVE_ROWS, "resolution: min_size 128", "resolution: min_size 96", "option: channels_last",
         "option: BatchNorm folded into convs", "option: fewer RPN proposals",
         "precision: bf16 NCHW", "precision: fp32 channels_last", "precision: bf16 channels_last",
-        "option: RoIAlign kernel", "data: dataset item", "train: iteration", "eval: COCOeval"]
+        "option: RoIAlign kernel", "onnx: ONNX Runtime, 128 px",
+        *(["onnx: ONNX Runtime vs bf16, 128 px"] if precision.cpu_has_fast_bf16() else []),
+        "data: dataset item", "train: iteration", "eval: COCOeval"]
 
 
 def test_every_row_has_a_ratio(sample_root, tmp_path, capsys):
