@@ -9,7 +9,7 @@ from pathlib import Path
 import onnx
 import pytest
 import torch
-from conftest import one_line_error
+from conftest import help_text, one_line_error
 
 import detect
 import export
@@ -195,3 +195,19 @@ def test_errors_are_one_line(trained_onnx, tiny_checkpoint, coco_mini, tmp_path,
                        (test_script.main, ["--weights", str(exported), "--data-root", str(coco_mini)]),
                        (export.main, ["--weights", str(weights), "--output", str(tmp_path / "new.onnx")])):
         assert "pip install onnxruntime" in one_line_error(main, argv)
+
+
+def test_output_path_rules_and_help(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert export.output_path("coco", None, False) == Path(export.COCO_OUTPUT)
+    assert export.output_path("runs/x/best.pth", None, False) == Path("runs/x/best.onnx")
+    Path("best.onnx").write_bytes(b"x")
+    assert export.output_path("best.pth", None, True) == Path("best.onnx")
+    Path("folder.onnx").mkdir()
+    with pytest.raises(onnx_model.UserError, match="is a folder"):
+        export.output_path("best.pth", Path("folder.onnx"), False)
+    text = help_text(export.parse_args, capsys)
+    for flag in ("--weights", "--min-size", "--max-size", "--opset", "--bake-score-thresh", "--output", "--exist-ok",
+                 "--check-images", "--check-count", "--proposals"):
+        assert flag in text
+    assert "--runtime" in help_text(detect.parse_args, capsys) and "--runtime" in help_text(test_script.parse_args, capsys)
