@@ -69,11 +69,11 @@ def test_random_r50_fpn_of_torchvisions_coco_architecture(coco_mini, tmp_path, c
     torch.save(models.build_model("resnet50", "none", frozen_bn=True).state_dict(), weights)
     output = tmp_path / "elsewhere" / "r50.onnx"
     written = export.main(["--weights", str(weights), "--min-size", "128", "--max-size", "192", "--output", str(output),
-                           "--check-images", str(coco_mini / "val2017"), "--check-count", "2"])
+                           "--check-images", str(coco_mini / "val2017"), "--check-count", "1"])
     out = capsys.readouterr().out
     assert written == output and "match: boxes within 1 px" in out and "onnx.checker passed" in out
     rows = [line.split() for line in out.splitlines() if line.startswith("0000")]
-    assert len(rows) == 2 and all(int(r[2].split("/")[0]) > 0 for r in rows)  # persons found and paired
+    assert len(rows) == 1 and int(rows[0][2].split("/")[0]) > 0 and int(rows[0][3]) > 0  # persons found and paired
     config = onnx_model.load_model(written, torch.device("cpu"))[1]
     assert config["backbone"] == "resnet50" and config["min_size"] == [128] and config["max_size"] == 192
 
