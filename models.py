@@ -301,10 +301,13 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        if "weights_only" in str(e):  # torch's advice to turn the check off is not passed on
+        # The weights-only unpickler names a GLOBAL it refused (a class or function, code that would
+        # run); anything else it stumbles on is not a pickle at all: random bytes, another format.
+        if "GLOBAL" in str(e):  # torch's advice to turn the check off is not passed on
             raise UserError(f"refused {path}: it holds Python objects that could run code when loaded; "
                             "only tensors, numbers, strings and containers of them are accepted") from None
-        raise UserError(f"cannot load {path} as a PyTorch checkpoint: {first_line(e)}") from None
+        detail = str(e).split("WeightsUnpickler error:")[-1].split("Check the documentation")[0]
+        raise UserError(f"cannot load {path}: not a PyTorch checkpoint ({' '.join(detail.split())})") from None
     except Exception as e:  # other unpickling errors come in many types, some with a bare key as message
         raise UserError(f"cannot load {path}: not a PyTorch checkpoint ({first_line(e)})") from None
     if not isinstance(obj, dict):
